@@ -1,0 +1,1033 @@
+//! The knowledge base: what content teams edit, and the checks that keep a bad edit
+//! from reaching customers.
+//!
+//! A directory holds entry files (`*.toml`, `*.csv`, `*.tsv`), an optional jieba user
+//! dictionary (`userdict.txt`) and optional synonym groups (`synonyms.txt`). Loading
+//! collects every problem with file and line before it fails, so one `kefu kb check`
+//! run shows an editor all there is to fix.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use time::Date;
+use toml::Spanned;
+
+use crate::content::{read_text, toml_issue, LineIndex};
+use crate::error::{ContentErrors, ContentIssue, Error, Location, Result};
+use crate::text::{search_form, DictWord, Synonyms};
+
+/// Which customers an entry is for: a head-office entry serves everyone, a branch entry
+/// only that branch's customers (and beats a head-office entry for them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    All,
+    Branch(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub id: String,
+    pub category: String,
+    pub question: String,
+    pub similar: Vec<String>,
+    pub answer: String,
+    pub related: Vec<String>,
+    pub keywords: Vec<String>,
+    pub scope: Scope,
+    pub valid_from: Option<Date>,
+    pub valid_until: Option<Date>,
+    pub location: Location,
+}
+
+impl Entry {
+    /// The standard question first, then the similar ones.
+    pub fn questions(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.question.as_str()).chain(self.similar.iter().map(String::as_str))
+    }
+
+    /// Valid dates are inclusive on both ends: a campaign "until 2026-12-31" still
+    /// answers on New Year's Eve.
+    pub fn is_active(&self, today: Date) -> bool {
+        self.valid_from.is_none_or(|d| d <= today) && self.valid_until.is_none_or(|d| today <= d)
+    }
+
+    pub fn visible_to(&self, branch: Option<&str>) -> bool {
+        match &self.scope {
+            Scope::All => true,
+            Scope::Branch(b) => branch == Some(b.as_str()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct KnowledgeBase {
+    entries: Vec<Entry>,
+    by_id: HashMap<String, usize>,
+    user_words: Vec<DictWord>,
+    synonyms: Synonyms,
+}
+
+/// What `kb check` reports on success.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Summary {
+    pub entries: usize,
+    pub similar_questions: usize,
+    pub categories: usize,
+    pub files: usize,
+    pub user_words: usize,
+    pub synonyms: usize,
+}
+
+const USERDICT: &str = "userdict.txt";
+const SYNONYMS: &str = "synonyms.txt";
+
+impl KnowledgeBase {
+    /// Loads and validates every content file in `dir` (not recursive: one directory
+    /// is one knowledge base).
+    pub fn load_dir(dir: &Path) -> Result<Self> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map_err(|e| Error::io(dir, e))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_file())
+            .collect();
+        files.sort();
+        let mut issues = Vec::new();
+        let mut entries = Vec::new();
+        let mut user_words = Vec::new();
+        let mut synonyms = Vec::new();
+        let mut entry_files = 0;
+        for path in &files {
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            if name.starts_with('.') || name.ends_with(".md") || name.ends_with('~') {
+                continue;
+            }
+            let ext = path
+                .extension()
+                .and_then(|e| e.to_str())
+                .map(str::to_ascii_lowercase);
+            let result = match (name, ext.as_deref()) {
+                (USERDICT, _) => load_userdict(path).map(|w| user_words = w),
+                (SYNONYMS, _) => load_synonyms(path).map(|s| synonyms = s),
+                (_, Some("toml" | "csv" | "tsv")) => {
+                    let (found, mut problems) = match ext.as_deref() {
+                        Some("toml") => load_toml(path),
+                        Some("csv") => load_table(path, b','),
+                        _ => load_table(path, b'\t'),
+                    };
+                    entries.extend(found);
+                    issues.append(&mut problems);
+                    Ok(())
+                }
+                (_, Some("xlsx" | "xls")) => Err(vec![issue(
+                    path,
+                    1,
+                    None,
+                    "spreadsheets are read as CSV or TSV: save the sheet as CSV UTF-8",
+                )]),
+                _ => Err(vec![issue(
+                    path,
+                    1,
+                    None,
+                    "unknown file type; expected .toml, .csv or .tsv entries, userdict.txt or synonyms.txt",
+                )]),
+            };
+            if matches!(ext.as_deref(), Some("toml" | "csv" | "tsv")) {
+                entry_files += 1;
+            }
+            if let Err(mut found) = result {
+                issues.append(&mut found);
+            }
+        }
+        if entry_files == 0 && issues.is_empty() {
+            issues.push(issue(
+                dir,
+                1,
+                None,
+                "no knowledge-base files (.toml, .csv, .tsv) in this directory",
+            ));
+        }
+        let synonyms = Synonyms::from_groups(synonyms);
+        match KnowledgeBase::build(entries, user_words, synonyms, true) {
+            Ok(kb) if issues.is_empty() => Ok(kb),
+            Ok(_) => Err(ContentErrors(sorted(issues)).into()),
+            Err(mut more) => {
+                issues.append(&mut more);
+                Err(ContentErrors(sorted(issues)).into())
+            }
+        }
+    }
+
+    /// Builds a knowledge base from entries made elsewhere (the `eval` loader, tests),
+    /// with the same validation as files get.
+    pub fn from_entries(entries: Vec<Entry>) -> Result<Self> {
+        KnowledgeBase::build(entries, Vec::new(), Synonyms::default(), true)
+            .map_err(|i| ContentErrors(sorted(i)).into())
+    }
+
+    /// For benchmark question sets, which legitimately repeat a question under two
+    /// entries: only ids must be unique.
+    pub fn from_entries_lenient(entries: Vec<Entry>) -> Result<Self> {
+        KnowledgeBase::build(entries, Vec::new(), Synonyms::default(), false)
+            .map_err(|i| ContentErrors(sorted(i)).into())
+    }
+
+    fn build(
+        entries: Vec<Entry>,
+        user_words: Vec<DictWord>,
+        synonyms: Synonyms,
+        strict: bool,
+    ) -> std::result::Result<Self, Vec<ContentIssue>> {
+        let mut issues = Vec::new();
+        let mut by_id: HashMap<String, usize> = HashMap::with_capacity(entries.len());
+        for (i, e) in entries.iter().enumerate() {
+            if let Some(&first) = by_id.get(&e.id) {
+                issues.push(ContentIssue {
+                    location: e.location.clone(),
+                    message: format!(
+                        "duplicate id \"{}\" (first defined at {})",
+                        e.id, entries[first].location
+                    ),
+                });
+            } else {
+                by_id.insert(e.id.clone(), i);
+            }
+        }
+        if strict {
+            let mut seen: HashMap<String, usize> = HashMap::new();
+            for (i, e) in entries.iter().enumerate() {
+                for q in e.questions() {
+                    let key = search_form(q);
+                    if key.is_empty() {
+                        issues.push(ContentIssue {
+                            location: e.location.clone(),
+                            message: format!(
+                                "entry \"{}\": question \"{q}\" has no words to search for",
+                                e.id
+                            ),
+                        });
+                        continue;
+                    }
+                    match seen.get(&key) {
+                        Some(&j) if j == i => issues.push(ContentIssue {
+                            location: e.location.clone(),
+                            message: format!(
+                                "entry \"{}\": question \"{q}\" is listed twice",
+                                e.id
+                            ),
+                        }),
+                        Some(&j) => issues.push(ContentIssue {
+                            location: e.location.clone(),
+                            message: format!(
+                                "entry \"{}\": question \"{q}\" is also a question of entry \"{}\" ({}); a question may answer to one entry only",
+                                e.id, entries[j].id, entries[j].location
+                            ),
+                        }),
+                        None => {
+                            seen.insert(key, i);
+                        }
+                    }
+                }
+                for r in &e.related {
+                    if r == &e.id {
+                        issues.push(ContentIssue {
+                            location: e.location.clone(),
+                            message: format!("entry \"{}\" lists itself as related", e.id),
+                        });
+                    } else if !by_id.contains_key(r) {
+                        issues.push(ContentIssue {
+                            location: e.location.clone(),
+                            message: format!(
+                                "entry \"{}\": related id \"{r}\" does not exist",
+                                e.id
+                            ),
+                        });
+                    }
+                }
+            }
+        }
+        if issues.is_empty() {
+            Ok(KnowledgeBase {
+                entries,
+                by_id,
+                user_words,
+                synonyms,
+            })
+        } else {
+            Err(issues)
+        }
+    }
+
+    pub fn entries(&self) -> &[Entry] {
+        &self.entries
+    }
+
+    pub fn get(&self, index: usize) -> Option<&Entry> {
+        self.entries.get(index)
+    }
+
+    pub fn index_of(&self, id: &str) -> Option<usize> {
+        self.by_id.get(id).copied()
+    }
+
+    pub fn user_words(&self) -> &[DictWord] {
+        &self.user_words
+    }
+
+    pub fn synonyms(&self) -> &Synonyms {
+        &self.synonyms
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn summary(&self) -> Summary {
+        let files: BTreeSet<&Path> = self
+            .entries
+            .iter()
+            .map(|e| e.location.file.as_path())
+            .collect();
+        let categories: BTreeSet<&str> = self.entries.iter().map(|e| e.category.as_str()).collect();
+        Summary {
+            entries: self.entries.len(),
+            similar_questions: self.entries.iter().map(|e| e.similar.len()).sum(),
+            categories: categories.len(),
+            files: files.len(),
+            user_words: self.user_words.len(),
+            synonyms: self.synonyms.len(),
+        }
+    }
+}
+
+fn sorted(mut issues: Vec<ContentIssue>) -> Vec<ContentIssue> {
+    issues.sort_by(|a, b| a.location.cmp(&b.location));
+    issues
+}
+
+fn issue(
+    path: &Path,
+    line: usize,
+    column: Option<usize>,
+    message: impl Into<String>,
+) -> ContentIssue {
+    ContentIssue {
+        location: Location::new(path, line, column),
+        message: message.into(),
+    }
+}
+
+/// The field checks shared by every file format; `at(field)` locates a field's value.
+struct EntryDraft {
+    id: String,
+    category: Option<String>,
+    question: String,
+    similar: Vec<String>,
+    answer: String,
+    related: Vec<String>,
+    keywords: Vec<String>,
+    scope: Option<String>,
+    valid_from: Option<String>,
+    valid_until: Option<String>,
+}
+
+#[derive(Clone, Copy)]
+enum Field {
+    Id,
+    Question,
+    Similar,
+    Answer,
+    Scope,
+    ValidFrom,
+    ValidUntil,
+}
+
+/// Returns the entry even when a field is wrong, so cross-entry checks (duplicate ids,
+/// related ids) still run and the editor sees every problem in one pass.
+fn finish_entry(
+    d: EntryDraft,
+    location: Location,
+    at: impl Fn(Field) -> Location,
+    issues_out: &mut Vec<ContentIssue>,
+) -> Entry {
+    let mut issues = Vec::new();
+    let mut problem = |f: Field, msg: String| {
+        issues.push(ContentIssue {
+            location: at(f),
+            message: msg,
+        })
+    };
+    let id = d.id.trim().to_owned();
+    if id.is_empty() {
+        problem(Field::Id, "entry has an empty id".into());
+    } else if !id
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        problem(
+            Field::Id,
+            format!("id \"{id}\" may only use letters, digits, '-', '_' and '.'"),
+        );
+    }
+    let question = d.question.trim().to_owned();
+    if question.is_empty() {
+        problem(
+            Field::Question,
+            format!("entry \"{id}\" has an empty question"),
+        );
+    }
+    let answer = d.answer.trim().to_owned();
+    if answer.is_empty() {
+        problem(Field::Answer, format!("entry \"{id}\" has an empty answer"));
+    }
+    let mut similar = Vec::new();
+    for s in d.similar {
+        let s = s.trim();
+        if s.is_empty() {
+            problem(
+                Field::Similar,
+                format!("entry \"{id}\" has an empty similar question"),
+            );
+        } else {
+            similar.push(s.to_owned());
+        }
+    }
+    let scope = match d.scope.as_deref().map(str::trim) {
+        None | Some("" | "all" | "全部") => Scope::All,
+        Some(code) if code.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') => {
+            Scope::Branch(code.to_owned())
+        }
+        Some(other) => {
+            problem(
+                Field::Scope,
+                format!(
+                    "scope \"{other}\" is neither \"all\" nor a branch code (letters and digits)"
+                ),
+            );
+            Scope::All
+        }
+    };
+    let mut date = |f: Field, v: Option<String>| -> Option<Date> {
+        let v = v?;
+        let v = v.trim();
+        if v.is_empty() {
+            return None;
+        }
+        match parse_date(v) {
+            Some(d) => Some(d),
+            None => {
+                problem(f, format!("date \"{v}\" is not a date like 2026-12-31"));
+                None
+            }
+        }
+    };
+    let valid_from = date(Field::ValidFrom, d.valid_from);
+    let valid_until = date(Field::ValidUntil, d.valid_until);
+    if let (Some(from), Some(until)) = (valid_from, valid_until) {
+        if until < from {
+            problem(
+                Field::ValidUntil,
+                format!("entry \"{id}\" ends ({until}) before it starts ({from})"),
+            );
+        }
+    }
+    issues_out.append(&mut issues);
+    Entry {
+        id,
+        category: d
+            .category
+            .map(|c| c.trim().to_owned())
+            .filter(|c| !c.is_empty())
+            .unwrap_or_else(|| "其他".to_owned()),
+        question,
+        similar,
+        answer,
+        related: clean_list(d.related),
+        keywords: clean_list(d.keywords),
+        scope,
+        valid_from,
+        valid_until,
+        location,
+    }
+}
+
+fn clean_list(v: Vec<String>) -> Vec<String> {
+    v.into_iter()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+/// Accepts 2026-12-31, 2026/12/31 and 2026.12.31: spreadsheets reformat dates freely.
+pub fn parse_date(s: &str) -> Option<Date> {
+    let parts: Vec<&str> = s.trim().split(['-', '/', '.']).collect();
+    let [y, m, d] = parts.as_slice() else {
+        return None;
+    };
+    let month = time::Month::try_from(m.parse::<u8>().ok()?).ok()?;
+    Date::from_calendar_date(y.parse().ok()?, month, d.parse().ok()?).ok()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TomlFile {
+    #[serde(default)]
+    entry: Vec<Spanned<TomlEntry>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TomlEntry {
+    id: Spanned<String>,
+    #[serde(default)]
+    category: Option<String>,
+    question: Spanned<String>,
+    #[serde(default)]
+    similar: Vec<String>,
+    answer: Spanned<String>,
+    #[serde(default)]
+    related: Vec<String>,
+    #[serde(default)]
+    keywords: Vec<String>,
+    #[serde(default)]
+    scope: Option<Spanned<String>>,
+    #[serde(default)]
+    valid_from: Option<Spanned<toml::Value>>,
+    #[serde(default)]
+    valid_until: Option<Spanned<toml::Value>>,
+}
+
+/// Entries found and problems found; a file that cannot be parsed at all yields no entries.
+type Loaded = (Vec<Entry>, Vec<ContentIssue>);
+
+fn load_toml(path: &Path) -> Loaded {
+    let text = match read_text(path) {
+        Ok(t) => t,
+        Err(i) => return (Vec::new(), vec![i]),
+    };
+    let lines = LineIndex::new(&text);
+    let file: TomlFile = match toml::from_str(&text) {
+        Ok(f) => f,
+        Err(e) => return (Vec::new(), vec![toml_issue(path, &lines, &e)]),
+    };
+    if file.entry.is_empty() {
+        return (
+            Vec::new(),
+            vec![issue(path, 1, None, "no [[entry]] tables in this file")],
+        );
+    }
+    let mut entries = Vec::new();
+    let mut issues = Vec::new();
+    for spanned in file.entry {
+        let entry_line = lines.line_of(spanned.span().start);
+        let e = spanned.into_inner();
+        let line_of = |s: &std::ops::Range<usize>| lines.line_of(s.start);
+        let id_line = line_of(&e.id.span());
+        let q_line = line_of(&e.question.span());
+        let a_line = line_of(&e.answer.span());
+        let scope_line = e.scope.as_ref().map_or(entry_line, |s| line_of(&s.span()));
+        let from_line = e
+            .valid_from
+            .as_ref()
+            .map_or(entry_line, |s| line_of(&s.span()));
+        let until_line = e
+            .valid_until
+            .as_ref()
+            .map_or(entry_line, |s| line_of(&s.span()));
+        let date_text = |v: Option<Spanned<toml::Value>>| {
+            v.map(|v| match v.into_inner() {
+                toml::Value::String(s) => s,
+                other => other.to_string(),
+            })
+        };
+        let draft = EntryDraft {
+            id: e.id.into_inner(),
+            category: e.category,
+            question: e.question.into_inner(),
+            similar: e.similar,
+            answer: e.answer.into_inner(),
+            related: e.related,
+            keywords: e.keywords,
+            scope: e.scope.map(Spanned::into_inner),
+            valid_from: date_text(e.valid_from),
+            valid_until: date_text(e.valid_until),
+        };
+        let at = |f: Field| {
+            let line = match f {
+                Field::Id => id_line,
+                Field::Question => q_line,
+                Field::Answer => a_line,
+                Field::Similar => entry_line,
+                Field::Scope => scope_line,
+                Field::ValidFrom => from_line,
+                Field::ValidUntil => until_line,
+            };
+            Location::new(path, line, None)
+        };
+        entries.push(finish_entry(
+            draft,
+            Location::new(path, id_line, None),
+            at,
+            &mut issues,
+        ));
+    }
+    (entries, issues)
+}
+
+/// Column names as spreadsheets may label them, in English or Chinese.
+const COLUMNS: &[(&str, &[&str])] = &[
+    ("id", &["id", "编号"]),
+    ("category", &["category", "分类", "类别"]),
+    ("question", &["question", "标准问题", "问题"]),
+    ("similar", &["similar", "相似问法", "相似问题"]),
+    ("answer", &["answer", "答案", "回答"]),
+    ("related", &["related", "相关问题", "关联问题"]),
+    ("keywords", &["keywords", "关键词"]),
+    ("scope", &["scope", "适用范围", "网点"]),
+    ("valid_from", &["valid_from", "生效日期"]),
+    ("valid_until", &["valid_until", "失效日期"]),
+];
+
+fn load_table(path: &Path, delimiter: u8) -> Loaded {
+    let text = match read_text(path) {
+        Ok(t) => t,
+        Err(i) => return (Vec::new(), vec![i]),
+    };
+    // csv counts a CRLF's line break one record late; Windows exports are the norm here.
+    let text = text.replace("\r\n", "\n");
+    let mut reader = csv::ReaderBuilder::new()
+        .delimiter(delimiter)
+        .flexible(true)
+        .quoting(delimiter == b',')
+        .from_reader(text.as_bytes());
+    let headers = match reader.headers() {
+        Ok(h) => h.clone(),
+        Err(e) => {
+            return (
+                Vec::new(),
+                vec![issue(
+                    path,
+                    1,
+                    None,
+                    format!("cannot read the header row: {e}"),
+                )],
+            )
+        }
+    };
+    let mut column_of: HashMap<&'static str, usize> = HashMap::new();
+    let mut issues = Vec::new();
+    for (i, h) in headers.iter().enumerate() {
+        let h = h.trim().to_lowercase();
+        match COLUMNS
+            .iter()
+            .find(|(_, names)| names.contains(&h.as_str()))
+        {
+            Some((name, _)) if column_of.contains_key(name) => issues.push(issue(
+                path,
+                1,
+                Some(i + 1),
+                format!("column \"{h}\" appears twice"),
+            )),
+            Some((name, _)) => {
+                column_of.insert(name, i);
+            }
+            None => issues.push(issue(
+                path,
+                1,
+                Some(i + 1),
+                format!(
+                    "unknown column \"{h}\"; known columns: {}",
+                    COLUMNS
+                        .iter()
+                        .map(|(n, _)| *n)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            )),
+        }
+    }
+    for required in ["id", "question", "answer"] {
+        if !column_of.contains_key(required) {
+            issues.push(issue(
+                path,
+                1,
+                None,
+                format!("missing required column \"{required}\""),
+            ));
+        }
+    }
+    if !issues.is_empty() {
+        return (Vec::new(), issues);
+    }
+    let mut entries = Vec::new();
+    for record in reader.records() {
+        let record = match record {
+            Ok(r) => r,
+            Err(e) => {
+                let line = e.position().map_or(1, |p| p.line() as usize);
+                issues.push(issue(path, line, None, format!("unreadable row: {e}")));
+                continue;
+            }
+        };
+        let line = record.position().map_or(1, |p| p.line() as usize);
+        if record.iter().all(|f| f.trim().is_empty()) {
+            continue;
+        }
+        if record.len() != headers.len() {
+            issues.push(issue(
+                path,
+                line,
+                None,
+                format!(
+                    "row has {} fields but the header has {}; check for a missing {} or an unquoted {}",
+                    record.len(),
+                    headers.len(),
+                    if delimiter == b'\t' { "tab" } else { "comma" },
+                    if delimiter == b'\t' { "tab" } else { "comma (quote fields that contain commas)" },
+                ),
+            ));
+            continue;
+        }
+        let get = |name: &str| {
+            column_of
+                .get(name)
+                .and_then(|&i| record.get(i))
+                .map(str::to_owned)
+        };
+        let list = |name: &str| {
+            get(name)
+                .map(|v| v.split(['|', '｜']).map(str::to_owned).collect())
+                .unwrap_or_default()
+        };
+        let draft = EntryDraft {
+            id: get("id").unwrap_or_default(),
+            category: get("category"),
+            question: get("question").unwrap_or_default(),
+            similar: list("similar"),
+            answer: get("answer").unwrap_or_default(),
+            related: list("related"),
+            keywords: list("keywords"),
+            scope: get("scope"),
+            valid_from: get("valid_from"),
+            valid_until: get("valid_until"),
+        };
+        let col = |name: &str| column_of.get(name).map(|i| i + 1);
+        let at = |f: Field| {
+            let column = match f {
+                Field::Id => col("id"),
+                Field::Question => col("question"),
+                Field::Similar => col("similar"),
+                Field::Answer => col("answer"),
+                Field::Scope => col("scope"),
+                Field::ValidFrom => col("valid_from"),
+                Field::ValidUntil => col("valid_until"),
+            };
+            Location::new(path, line, column)
+        };
+        entries.push(finish_entry(
+            draft,
+            Location::new(path, line, None),
+            at,
+            &mut issues,
+        ));
+    }
+    (entries, issues)
+}
+
+fn load_userdict(path: &Path) -> std::result::Result<Vec<DictWord>, Vec<ContentIssue>> {
+    let text = read_text(path).map_err(|i| vec![i])?;
+    let mut words = Vec::new();
+    let mut issues = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let mut parts = line.split_whitespace();
+        let word = parts.next().unwrap_or_default().to_owned();
+        let freq = match parts.next().map(str::parse::<usize>) {
+            None => None,
+            Some(Ok(f)) => Some(f),
+            Some(Err(_)) => {
+                issues.push(issue(
+                    path,
+                    n + 1,
+                    None,
+                    "expected `词 词频 词性`: the frequency must be a whole number",
+                ));
+                continue;
+            }
+        };
+        let tag = parts.next().map(str::to_owned);
+        if parts.next().is_some() {
+            issues.push(issue(
+                path,
+                n + 1,
+                None,
+                "expected `词 词频 词性`: too many fields",
+            ));
+            continue;
+        }
+        words.push(DictWord { word, freq, tag });
+    }
+    if issues.is_empty() {
+        Ok(words)
+    } else {
+        Err(issues)
+    }
+}
+
+fn load_synonyms(path: &Path) -> std::result::Result<Vec<Vec<String>>, Vec<ContentIssue>> {
+    let text = read_text(path).map_err(|i| vec![i])?;
+    let mut groups = Vec::new();
+    let mut issues = Vec::new();
+    let mut first_seen: HashMap<String, usize> = HashMap::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let words: Vec<String> = line.split_whitespace().map(str::to_owned).collect();
+        if words.len() < 2 {
+            issues.push(issue(
+                path,
+                n + 1,
+                None,
+                "a synonym group needs at least two words separated by spaces",
+            ));
+            continue;
+        }
+        for w in &words {
+            let key = search_form(w);
+            if let Some(prev) = first_seen.insert(key, n + 1) {
+                issues.push(issue(
+                    path,
+                    n + 1,
+                    None,
+                    format!("\"{w}\" is already in the group on line {prev}; a word may be in one group only"),
+                ));
+            }
+        }
+        groups.push(words);
+    }
+    if issues.is_empty() {
+        Ok(groups)
+    } else {
+        Err(issues)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, body: &str) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, body).unwrap();
+        p
+    }
+
+    fn errors(dir: &Path) -> Vec<String> {
+        match KnowledgeBase::load_dir(dir) {
+            Err(Error::Content(ContentErrors(issues))) => {
+                issues.iter().map(|i| i.to_string()).collect()
+            }
+            other => panic!("expected content errors, got {other:?}"),
+        }
+    }
+
+    const GOOD: &str = r#"
+[[entry]]
+id = "a"
+category = "银行卡"
+question = "银行卡丢了怎么办"
+similar = ["卡丢了", "卡不见了"]
+answer = "先挂失。"
+related = ["b"]
+
+[[entry]]
+id = "b"
+question = "怎么补卡"
+similar = ["补办银行卡", "补一张卡"]
+answer = "带身份证去网点。"
+valid_until = 2030-01-01
+"#;
+
+    #[test]
+    fn loads_toml_and_counts() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "a.toml", GOOD);
+        let kb = KnowledgeBase::load_dir(dir.path()).unwrap();
+        let s = kb.summary();
+        assert_eq!((s.entries, s.similar_questions, s.categories), (2, 4, 2));
+        assert_eq!(kb.entries()[1].valid_until, parse_date("2030-01-01"));
+    }
+
+    #[test]
+    fn every_problem_names_file_and_line() {
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            dir.path(),
+            "a.toml",
+            r#"[[entry]]
+id = "a"
+question = "银行卡丢了怎么办"
+answer = "  "
+related = ["nope"]
+
+[[entry]]
+id = "a"
+question = "银行卡丢了怎么办！"
+answer = "x"
+valid_from = "2026-13-01"
+"#,
+        );
+        let errs = errors(dir.path());
+        let joined = errs.join("\n");
+        assert!(
+            joined.contains("a.toml:4: entry \"a\" has an empty answer"),
+            "{joined}"
+        );
+        assert!(
+            joined.contains("a.toml:11: date \"2026-13-01\""),
+            "{joined}"
+        );
+        assert!(joined.contains("a.toml:8: duplicate id \"a\""), "{joined}");
+        assert!(
+            joined.contains("related id \"nope\" does not exist"),
+            "{joined}"
+        );
+    }
+
+    #[test]
+    fn same_question_under_two_entries_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            dir.path(),
+            "a.toml",
+            "[[entry]]\nid = \"a\"\nquestion = \"怎么补卡\"\nanswer = \"x\"\n\n[[entry]]\nid = \"b\"\nquestion = \"怎么补卡？\"\nanswer = \"y\"\n",
+        );
+        let joined = errors(dir.path()).join("\n");
+        assert!(
+            joined.contains("also a question of entry \"a\""),
+            "{joined}"
+        );
+    }
+
+    #[test]
+    fn toml_syntax_and_unknown_fields_are_located() {
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            dir.path(),
+            "a.toml",
+            "[[entry]]\nid = \"a\"\nquestion = \"q\"\nanswr = \"typo\"\n",
+        );
+        let joined = errors(dir.path()).join("\n");
+        assert!(
+            joined.contains("a.toml:4: invalid TOML: unknown field `answr`"),
+            "{joined}"
+        );
+        write(dir.path(), "a.toml", "[[entry]]\nid = \"a\nquestion = 1\n");
+        let joined = errors(dir.path()).join("\n");
+        assert!(joined.contains("a.toml:2: invalid TOML"), "{joined}");
+    }
+
+    #[test]
+    fn csv_with_bom_crlf_chinese_headers_and_quotes() {
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            dir.path(),
+            "a.csv",
+            "\u{feff}编号,分类,标准问题,相似问法,答案\r\nx1,网点,网点几点开门,营业时间|几点上班,\"工作日 9:00-17:00, 周末 9:00-16:00\"\r\n",
+        );
+        let kb = KnowledgeBase::load_dir(dir.path()).unwrap();
+        let e = &kb.entries()[0];
+        assert_eq!(e.similar, vec!["营业时间", "几点上班"]);
+        assert!(e.answer.contains("周末"));
+        assert_eq!(e.location.line, 2);
+    }
+
+    #[test]
+    fn csv_problems_have_line_and_column() {
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            dir.path(),
+            "a.csv",
+            "id,question,answer,valid_until,colour\nx,q,a,2026-01-01,red\n",
+        );
+        let joined = errors(dir.path()).join("\n");
+        assert!(
+            joined.contains("a.csv:1:5: unknown column \"colour\""),
+            "{joined}"
+        );
+        write(
+            dir.path(),
+            "a.csv",
+            "id,question,answer\nx,q\ny,q2,,\nz,q3,\n",
+        );
+        let joined = errors(dir.path()).join("\n");
+        assert!(
+            joined.contains("a.csv:2: row has 2 fields but the header has 3"),
+            "{joined}"
+        );
+        assert!(
+            joined.contains("a.csv:4:3: entry \"z\" has an empty answer"),
+            "{joined}"
+        );
+        write(dir.path(), "a.csv", "question,answer\nq,a\n");
+        assert!(errors(dir.path())
+            .join("\n")
+            .contains("missing required column \"id\""));
+    }
+
+    #[test]
+    fn oversized_and_unknown_files_are_refused_clearly() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "a.toml", GOOD);
+        write(dir.path(), "notes.docx", "x");
+        assert!(errors(dir.path())
+            .join("\n")
+            .contains("notes.docx:1: unknown file type"));
+        std::fs::remove_file(dir.path().join("notes.docx")).unwrap();
+        let big = std::fs::File::create(dir.path().join("big.csv")).unwrap();
+        big.set_len(100 * 1024 * 1024).unwrap();
+        let joined = errors(dir.path()).join("\n");
+        assert!(joined.contains("big.csv:1: file is 100.0 MiB"), "{joined}");
+    }
+
+    #[test]
+    fn expiry_and_scope() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "a.toml", GOOD);
+        let kb = KnowledgeBase::load_dir(dir.path()).unwrap();
+        let b = &kb.entries()[1];
+        assert!(b.is_active(parse_date("2030-01-01").unwrap()));
+        assert!(!b.is_active(parse_date("2030-01-02").unwrap()));
+        let branch = Entry {
+            scope: Scope::Branch("0571".into()),
+            ..b.clone()
+        };
+        assert!(branch.visible_to(Some("0571")));
+        assert!(!branch.visible_to(None));
+        assert!(!branch.visible_to(Some("0755")));
+    }
+
+    #[test]
+    fn userdict_and_synonym_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "a.toml", GOOD);
+        write(dir.path(), USERDICT, "掌上银行 3000 n\n网点 many n\n");
+        write(dir.path(), SYNONYMS, "还款 还钱\n贷款 借钱 还钱\n孤单\n");
+        let joined = errors(dir.path()).join("\n");
+        assert!(joined.contains("userdict.txt:2"), "{joined}");
+        assert!(
+            joined.contains("synonyms.txt:2: \"还钱\" is already in the group on line 1"),
+            "{joined}"
+        );
+        assert!(joined.contains("synonyms.txt:3"), "{joined}");
+    }
+}

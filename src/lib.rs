@@ -1,0 +1,14 @@
+//! kefu: an intelligent customer-service engine for Chinese retail banks.
+//!
+//! The engine core is pure: a message goes in, a structured reply comes out. Storage,
+//! the banking backend and channels sit behind traits at its edges. Start reading at
+//! [`engine::Engine::handle`]; `ARCHITECTURE.md` is the guided tour.
+
+pub mod content;
+pub mod error;
+pub mod eval;
+pub mod knowledge;
+pub mod retrieval;
+pub mod text;
+
+pub use error::{Error, Result};

@@ -1,0 +1,800 @@
+//! Ranking knowledge-base entries for a customer question.
+//!
+//! Two stages. BM25 over jieba words and character grams (tantivy) finds candidates
+//! cheaply; every question of an entry is its own document, and an entry scores as its
+//! best question. A re-ranker then scores the top entries with features BM25 misses
+//! (gram overlap, word overlap, edit distance, coverage of the query's rare words,
+//! keyword hits), combined by configured weights into one score in 0..=1. That score,
+//! not BM25's unbounded one, is what the confidence bands compare against thresholds,
+//! which is why the thresholds can be chosen once from labelled data.
+//!
+//! Not here: what to say to the customer (see `engine`), which questions are intents
+//! (see `intents`).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use tantivy::collector::TopDocs;
+use tantivy::columnar::Column;
+use tantivy::query::{BooleanQuery, BoostQuery, Occur, Query, TermQuery};
+use tantivy::schema::{
+    Field, IndexRecordOption, Schema, TextFieldIndexing, TextOptions, FAST, INDEXED,
+};
+use tantivy::{doc, Index, IndexReader, ReloadPolicy, Term};
+use time::Date;
+
+use crate::error::Result;
+use crate::knowledge::{Entry, KnowledgeBase, Scope};
+use crate::text::{char_grams, search_form, Analyzer, CharGramTokenizer, JiebaTokenizer};
+
+/// Weights of the re-ranking features; the score is their weighted mean.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Weights {
+    /// BM25 of the entry relative to the best candidate: a rank signal, not a similarity.
+    pub bm25: f32,
+    /// Dice overlap of character unigrams+bigrams: survives typos and odd segmentation.
+    pub grams: f32,
+    /// Jaccard overlap of content words.
+    pub words: f32,
+    /// 1 − normalized edit distance: rewards near-identical phrasings.
+    pub edit: f32,
+    /// Share of the query's IDF mass found in the candidate.
+    pub query_cover: f32,
+    /// Share of the candidate's IDF mass found in the query: penalizes a candidate
+    /// that is about something more specific than what was asked.
+    pub candidate_cover: f32,
+    /// 1 if one of the entry's editor-given keywords occurs in the query.
+    pub keyword: f32,
+}
+
+impl Default for Weights {
+    fn default() -> Self {
+        Weights {
+            bm25: 0.15,
+            grams: 0.25,
+            words: 0.10,
+            edit: 0.10,
+            query_cover: 0.20,
+            candidate_cover: 0.15,
+            keyword: 0.05,
+        }
+    }
+}
+
+/// Retrieval settings: the `[retrieval]` table of the configuration file.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetrievalConfig {
+    /// Documents (questions) taken from BM25 before collapsing to entries.
+    pub bm25_depth: usize,
+    /// Entries re-ranked after collapsing.
+    pub rerank_depth: usize,
+    pub weights: Weights,
+    /// At or above this similarity (and clear of the runner-up) an answer is given at
+    /// once. Also the "same meaning" threshold that `kefu eval --pairs` scores.
+    pub confident: f32,
+    /// The best candidate must lead the runner-up by this much to be answered at once.
+    pub margin: f32,
+    /// Below this similarity nothing is offered and the customer gets the fallback.
+    pub uncertain: f32,
+    /// Added to a branch entry's score for that branch's customers.
+    pub branch_bonus: f32,
+    /// Numbered related questions after a confident answer.
+    pub related: usize,
+    /// Numbered candidates when asking back.
+    pub clarify: usize,
+    /// Field boosts for BM25.
+    pub boost_grams: f32,
+    pub boost_keywords: f32,
+    pub boost_answer: f32,
+}
+
+impl Default for RetrievalConfig {
+    fn default() -> Self {
+        RetrievalConfig {
+            bm25_depth: 300,
+            rerank_depth: 40,
+            weights: Weights::default(),
+            confident: 0.62,
+            margin: 0.04,
+            uncertain: 0.33,
+            branch_bonus: 0.05,
+            related: 3,
+            clarify: 4,
+            boost_grams: 0.6,
+            boost_keywords: 0.5,
+            boost_answer: 0.1,
+        }
+    }
+}
+
+/// Feature values of one (query, entry) pair, all in 0..=1; shown by `kefu ask --explain`.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
+pub struct Features {
+    pub bm25: f32,
+    pub grams: f32,
+    pub words: f32,
+    pub edit: f32,
+    pub query_cover: f32,
+    pub candidate_cover: f32,
+    pub keyword: f32,
+}
+
+impl Features {
+    pub fn score(&self, w: &Weights) -> f32 {
+        let total =
+            w.bm25 + w.grams + w.words + w.edit + w.query_cover + w.candidate_cover + w.keyword;
+        if total <= 0.0 {
+            return 0.0;
+        }
+        (w.bm25 * self.bm25
+            + w.grams * self.grams
+            + w.words * self.words
+            + w.edit * self.edit
+            + w.query_cover * self.query_cover
+            + w.candidate_cover * self.candidate_cover
+            + w.keyword * self.keyword)
+            / total
+    }
+
+    /// The score without the two retrieval-only signals (BM25 rank and keywords): the
+    /// similarity of two free texts, used for question pairs.
+    pub fn similarity(&self, w: &Weights) -> f32 {
+        Features {
+            bm25: 0.0,
+            keyword: 0.0,
+            ..*self
+        }
+        .score(&Weights {
+            bm25: 0.0,
+            keyword: 0.0,
+            ..w.clone()
+        })
+    }
+}
+
+/// A text prepared once for feature computation.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    chars: Vec<char>,
+    words: Vec<String>,
+    grams: HashSet<String>,
+}
+
+impl Prepared {
+    pub fn new(analyzer: &Analyzer, text: &str) -> Self {
+        let normalized = search_form(text);
+        let mut words = analyzer.words(&normalized);
+        words.sort();
+        words.dedup();
+        Prepared {
+            chars: normalized.chars().filter(|c| *c != ' ').collect(),
+            grams: char_grams(&normalized).into_iter().collect(),
+            words,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.chars.is_empty()
+    }
+
+    pub fn words(&self) -> &[String] {
+        &self.words
+    }
+}
+
+/// Inverse document frequencies of words, for the coverage features.
+#[derive(Debug, Clone, Default)]
+pub struct Idf {
+    idf: HashMap<String, f32>,
+    unseen: f32,
+}
+
+impl Idf {
+    /// Counts document frequencies over `docs` (each a list of distinct words).
+    pub fn from_docs<'a>(docs: impl IntoIterator<Item = &'a [String]>) -> Self {
+        let mut df: HashMap<String, u32> = HashMap::new();
+        let mut n = 0u32;
+        for words in docs {
+            n += 1;
+            for w in words {
+                *df.entry(w.clone()).or_default() += 1;
+            }
+        }
+        let idf_of = |d: u32| ((n as f32 - d as f32 + 0.5) / (d as f32 + 0.5)).ln_1p();
+        Idf {
+            idf: df.into_iter().map(|(w, d)| (w, idf_of(d))).collect(),
+            unseen: idf_of(0),
+        }
+    }
+
+    pub fn get(&self, word: &str) -> f32 {
+        self.idf.get(word).copied().unwrap_or(self.unseen)
+    }
+}
+
+/// Text-to-text features (everything but BM25 and keywords).
+pub fn text_features(q: &Prepared, c: &Prepared, idf: &Idf) -> Features {
+    let common_grams = q.grams.intersection(&c.grams).count() as f32;
+    let grams = if q.grams.is_empty() && c.grams.is_empty() {
+        0.0
+    } else {
+        2.0 * common_grams / (q.grams.len() + c.grams.len()) as f32
+    };
+    let c_words: HashSet<&str> = c.words.iter().map(String::as_str).collect();
+    let q_words: HashSet<&str> = q.words.iter().map(String::as_str).collect();
+    let common: Vec<&str> = q_words.intersection(&c_words).copied().collect();
+    let union = q_words.union(&c_words).count();
+    let words = if union == 0 {
+        0.0
+    } else {
+        common.len() as f32 / union as f32
+    };
+    let mass = |ws: &HashSet<&str>| ws.iter().map(|w| idf.get(w)).sum::<f32>();
+    let common_mass: f32 = common.iter().map(|w| idf.get(w)).sum();
+    let ratio = |m: f32| {
+        if m > 0.0 {
+            (common_mass / m).min(1.0)
+        } else {
+            0.0
+        }
+    };
+    let longest = q.chars.len().max(c.chars.len());
+    let edit = if longest == 0 {
+        0.0
+    } else {
+        1.0 - strsim::generic_levenshtein(&q.chars, &c.chars) as f32 / longest as f32
+    };
+    Features {
+        bm25: 0.0,
+        grams,
+        words,
+        edit,
+        query_cover: ratio(mass(&q_words)),
+        candidate_cover: ratio(mass(&c_words)),
+        keyword: 0.0,
+    }
+}
+
+/// Who is asking and when: decides which entries may answer.
+#[derive(Debug, Clone, Copy)]
+pub struct Audience<'a> {
+    pub branch: Option<&'a str>,
+    pub today: Date,
+}
+
+/// How sure the ranking is; decides answer / ask back / fallback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Band {
+    Confident,
+    Uncertain,
+    NoMatch,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Candidate {
+    /// Position of the entry in the knowledge base.
+    pub entry: usize,
+    pub score: f32,
+    /// The question of the entry that matched best (0 = the standard question).
+    pub matched_question: usize,
+    pub bm25: f32,
+    /// Text similarity to the matched question (see [`Features::similarity`]): what
+    /// the confidence bands compare, so `eval --pairs` measures the bands' threshold.
+    pub similarity: f32,
+    pub features: Features,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Ranking {
+    pub band: Band,
+    /// Best first, already filtered for the audience; all re-ranked candidates.
+    pub candidates: Vec<Candidate>,
+}
+
+struct DocFields {
+    entry: Field,
+    question: Field,
+    words: Field,
+    grams: Field,
+    keywords: Field,
+    answer: Field,
+}
+
+/// The searchable form of one knowledge base. Immutable: a reload builds a new one and
+/// swaps it in, so a bad edit never leaves a half-built index serving customers.
+pub struct Retriever {
+    kb: Arc<KnowledgeBase>,
+    analyzer: Analyzer,
+    config: RetrievalConfig,
+    reader: IndexReader,
+    fields: DocFields,
+    /// Per segment: the entry and question number of each document.
+    columns: Vec<(Column<u64>, Column<u64>)>,
+    prepared: Vec<Vec<Prepared>>,
+    keywords: Vec<Vec<String>>,
+    idf: Idf,
+}
+
+/// Marks the per-entry document that holds keywords and answer text, not a question.
+const EXTRA_DOC: u64 = u64::MAX;
+
+impl Retriever {
+    pub fn new(kb: Arc<KnowledgeBase>, config: RetrievalConfig) -> Result<Self> {
+        let analyzer = Analyzer::new(kb.user_words(), kb.synonyms().clone());
+        Retriever::with_analyzer(kb, config, analyzer)
+    }
+
+    pub fn with_analyzer(
+        kb: Arc<KnowledgeBase>,
+        config: RetrievalConfig,
+        analyzer: Analyzer,
+    ) -> Result<Self> {
+        let text = |tokenizer: &str| {
+            TextOptions::default().set_indexing_options(
+                TextFieldIndexing::default()
+                    .set_tokenizer(tokenizer)
+                    .set_index_option(IndexRecordOption::WithFreqs),
+            )
+        };
+        let mut sb = Schema::builder();
+        let fields = DocFields {
+            entry: sb.add_u64_field("entry", FAST | INDEXED),
+            question: sb.add_u64_field("question", FAST),
+            words: sb.add_text_field("words", text(JiebaTokenizer::NAME)),
+            grams: sb.add_text_field("grams", text(CharGramTokenizer::NAME)),
+            keywords: sb.add_text_field("keywords", text(JiebaTokenizer::NAME)),
+            answer: sb.add_text_field("answer", text(JiebaTokenizer::NAME)),
+        };
+        let index = Index::create_in_ram(sb.build());
+        index
+            .tokenizers()
+            .register(JiebaTokenizer::NAME, JiebaTokenizer::new(analyzer.clone()));
+        index
+            .tokenizers()
+            .register(CharGramTokenizer::NAME, CharGramTokenizer);
+        let mut writer = index.writer_with_num_threads(1, 100_000_000)?;
+        let mut prepared = Vec::with_capacity(kb.len());
+        let mut keywords = Vec::with_capacity(kb.len());
+        for (i, e) in kb.entries().iter().enumerate() {
+            let mut preps = Vec::new();
+            for (qi, q) in e.questions().enumerate() {
+                writer.add_document(doc!(
+                    fields.entry => i as u64,
+                    fields.question => qi as u64,
+                    fields.words => q,
+                    fields.grams => q,
+                ))?;
+                preps.push(Prepared::new(&analyzer, q));
+            }
+            writer.add_document(doc!(
+                fields.entry => i as u64,
+                fields.question => EXTRA_DOC,
+                fields.keywords => e.keywords.join(" "),
+                fields.answer => e.answer.as_str(),
+            ))?;
+            prepared.push(preps);
+            keywords.push(
+                e.keywords
+                    .iter()
+                    .map(|k| search_form(k))
+                    .filter(|k| !k.is_empty())
+                    .collect(),
+            );
+        }
+        writer.commit()?;
+        let reader = index
+            .reader_builder()
+            .reload_policy(ReloadPolicy::Manual)
+            .try_into()?;
+        reader.reload()?;
+        let searcher = reader.searcher();
+        let mut columns = Vec::new();
+        for seg in searcher.segment_readers() {
+            let ff = seg.fast_fields();
+            columns.push((ff.u64("entry")?, ff.u64("question")?));
+        }
+        let idf = Idf::from_docs(prepared.iter().flatten().map(|p| p.words.as_slice()));
+        Ok(Retriever {
+            kb,
+            analyzer,
+            config,
+            reader,
+            fields,
+            columns,
+            prepared,
+            keywords,
+            idf,
+        })
+    }
+
+    pub fn knowledge_base(&self) -> &Arc<KnowledgeBase> {
+        &self.kb
+    }
+
+    pub fn config(&self) -> &RetrievalConfig {
+        &self.config
+    }
+
+    pub fn analyzer(&self) -> &Analyzer {
+        &self.analyzer
+    }
+
+    pub fn idf(&self) -> &Idf {
+        &self.idf
+    }
+
+    /// Ranks entries for `question` as seen by `audience`. The same path serves chat,
+    /// `kefu ask` and `kefu eval`, so measured recall is the recall customers get.
+    pub fn rank(&self, question: &str, audience: Audience<'_>) -> Result<Ranking> {
+        let query = Prepared::new(&self.analyzer, question);
+        if query.is_empty() {
+            return Ok(Ranking {
+                band: Band::NoMatch,
+                candidates: Vec::new(),
+            });
+        }
+        let bm25 = self.bm25_entries(&query, audience)?;
+        let top_bm25 = bm25.first().map_or(1.0, |(_, s)| *s).max(f32::EPSILON);
+        let normalized = search_form(question);
+        let c = &self.config;
+        let mut candidates: Vec<Candidate> = bm25
+            .into_iter()
+            .take(c.rerank_depth)
+            .map(|(entry, bm25)| {
+                let (matched_question, mut features) = self.prepared[entry]
+                    .iter()
+                    .enumerate()
+                    .map(|(qi, p)| (qi, text_features(&query, p, &self.idf)))
+                    .max_by(|a, b| {
+                        a.1.similarity(&c.weights)
+                            .total_cmp(&b.1.similarity(&c.weights))
+                    })
+                    .unwrap_or_default();
+                features.bm25 = bm25 / top_bm25;
+                features.keyword = if self.keywords[entry]
+                    .iter()
+                    .any(|k| normalized.contains(k.as_str()))
+                {
+                    1.0
+                } else {
+                    0.0
+                };
+                let similarity = features.similarity(&c.weights);
+                let mut score = features.score(&c.weights);
+                if audience.branch.is_some()
+                    && matches!(self.kb.entries()[entry].scope, Scope::Branch(_))
+                {
+                    score += c.branch_bonus;
+                }
+                Candidate {
+                    entry,
+                    score,
+                    matched_question,
+                    bm25,
+                    similarity,
+                    features,
+                }
+            })
+            .collect();
+        candidates.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.entry.cmp(&b.entry)));
+        let band = self.band(&candidates);
+        Ok(Ranking { band, candidates })
+    }
+
+    /// Confident needs both a close paraphrase (similarity) and a clear winner (margin
+    /// over the runner-up's score): two near-equal entries are a question to ask back.
+    fn band(&self, candidates: &[Candidate]) -> Band {
+        let c = &self.config;
+        match candidates {
+            [] => Band::NoMatch,
+            [top, ..] if top.similarity < c.uncertain => Band::NoMatch,
+            [top] if top.similarity >= c.confident => Band::Confident,
+            [top, second, ..]
+                if top.similarity >= c.confident && top.score - second.score >= c.margin =>
+            {
+                Band::Confident
+            }
+            _ => Band::Uncertain,
+        }
+    }
+
+    /// BM25 per entry (best of its questions, plus its keyword/answer document), best first.
+    fn bm25_entries(&self, query: &Prepared, audience: Audience<'_>) -> Result<Vec<(usize, f32)>> {
+        let f = &self.fields;
+        let c = &self.config;
+        let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
+        let term = |field: Field, text: &str, boost: f32| -> (Occur, Box<dyn Query>) {
+            let q = TermQuery::new(
+                Term::from_field_text(field, text),
+                IndexRecordOption::WithFreqs,
+            );
+            (Occur::Should, Box::new(BoostQuery::new(Box::new(q), boost)))
+        };
+        for w in &query.words {
+            clauses.push(term(f.words, w, 1.0));
+            clauses.push(term(f.keywords, w, c.boost_keywords));
+            clauses.push(term(f.answer, w, c.boost_answer));
+        }
+        for g in &query.grams {
+            clauses.push(term(f.grams, g, c.boost_grams));
+        }
+        let searcher = self.reader.searcher();
+        let hits = searcher.search(
+            &BooleanQuery::new(clauses),
+            &TopDocs::with_limit(c.bm25_depth).order_by_score(),
+        )?;
+        let mut best: HashMap<usize, f32> = HashMap::new();
+        let mut extra: HashMap<usize, f32> = HashMap::new();
+        for (score, addr) in hits {
+            let Some((entry_col, question_col)) = self.columns.get(addr.segment_ord as usize)
+            else {
+                continue;
+            };
+            let (Some(entry), Some(question)) = (
+                entry_col.first(addr.doc_id),
+                question_col.first(addr.doc_id),
+            ) else {
+                continue;
+            };
+            let entry = entry as usize;
+            let Some(e) = self.kb.get(entry) else {
+                continue;
+            };
+            if !e.is_active(audience.today) || !e.visible_to(audience.branch) {
+                continue;
+            }
+            let slot = if question == EXTRA_DOC {
+                extra.entry(entry).or_default()
+            } else {
+                best.entry(entry).or_default()
+            };
+            *slot = slot.max(score);
+        }
+        for (entry, s) in extra {
+            *best.entry(entry).or_default() += s;
+        }
+        let mut ranked: Vec<(usize, f32)> = best.into_iter().collect();
+        ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        Ok(ranked)
+    }
+
+    /// Up to `n` entries to suggest after answering `entry`: the editor's `related` list
+    /// first, then the nearest entries of the same category. Never the entry itself,
+    /// never one the audience may not see.
+    pub fn related(&self, entry: usize, audience: Audience<'_>, n: usize) -> Vec<usize> {
+        let Some(e) = self.kb.get(entry) else {
+            return Vec::new();
+        };
+        let usable = |i: usize| -> bool {
+            i != entry
+                && self
+                    .kb
+                    .get(i)
+                    .is_some_and(|x| x.is_active(audience.today) && x.visible_to(audience.branch))
+        };
+        let mut out: Vec<usize> = Vec::new();
+        for id in &e.related {
+            if let Some(i) = self.kb.index_of(id) {
+                if usable(i) && !out.contains(&i) && out.len() < n {
+                    out.push(i);
+                }
+            }
+        }
+        if out.len() < n {
+            if let Ok(ranking) = self.rank(&e.question, audience) {
+                for c in ranking.candidates {
+                    if out.len() >= n {
+                        break;
+                    }
+                    let same_category = self
+                        .kb
+                        .get(c.entry)
+                        .is_some_and(|x| x.category == e.category);
+                    if same_category && usable(c.entry) && !out.contains(&c.entry) {
+                        out.push(c.entry);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    pub fn entry(&self, index: usize) -> Option<&Entry> {
+        self.kb.get(index)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::Location;
+
+    fn entry(id: &str, category: &str, q: &str, similar: &[&str]) -> Entry {
+        Entry {
+            id: id.into(),
+            category: category.into(),
+            question: q.into(),
+            similar: similar.iter().map(|s| s.to_string()).collect(),
+            answer: format!("answer of {id}"),
+            related: vec![],
+            keywords: vec![],
+            scope: Scope::All,
+            valid_from: None,
+            valid_until: None,
+            location: Location::new("t.toml", 1, None),
+        }
+    }
+
+    fn today() -> Date {
+        crate::knowledge::parse_date("2026-11-24").unwrap()
+    }
+
+    fn everyone() -> Audience<'static> {
+        Audience {
+            branch: None,
+            today: today(),
+        }
+    }
+
+    fn retriever(entries: Vec<Entry>) -> Retriever {
+        let kb = KnowledgeBase::from_entries(entries).unwrap();
+        Retriever::new(Arc::new(kb), RetrievalConfig::default()).unwrap()
+    }
+
+    fn sample() -> Vec<Entry> {
+        vec![
+            entry(
+                "lost",
+                "银行卡",
+                "银行卡丢了怎么办",
+                &["卡丢了怎么挂失", "借记卡遗失"],
+            ),
+            entry(
+                "reissue",
+                "银行卡",
+                "怎么补办银行卡",
+                &["补卡要带什么", "补卡多久能拿到"],
+            ),
+            entry(
+                "limit",
+                "转账",
+                "转账限额是多少",
+                &["一天最多能转多少钱", "转账额度"],
+            ),
+            entry(
+                "fee",
+                "转账",
+                "跨行转账收手续费吗",
+                &["转账要手续费吗", "跨行转账费用"],
+            ),
+            entry("pwd", "密码", "忘记密码怎么办", &["密码忘了", "重置密码"]),
+        ]
+    }
+
+    #[test]
+    fn exact_and_paraphrased_questions_rank_first() {
+        let r = retriever(sample());
+        for (q, want) in [
+            ("银行卡丢了怎么办", "lost"),
+            ("我的卡丢了", "lost"),
+            ("銀行卡遺失", "lost"),
+            ("一天能转多少钱", "limit"),
+            ("密码忘记了怎么办", "pwd"),
+        ] {
+            let ranking = r.rank(q, everyone()).unwrap();
+            let top = &ranking.candidates[0];
+            assert_eq!(r.entry(top.entry).unwrap().id, want, "{q}: {ranking:?}");
+        }
+        let exact = r.rank("银行卡丢了怎么办", everyone()).unwrap();
+        assert_eq!(exact.band, Band::Confident, "{exact:?}");
+    }
+
+    #[test]
+    fn unrelated_and_empty_questions_match_nothing() {
+        let r = retriever(sample());
+        for q in ["今天天气真好", "", "😀😀", "？？？"] {
+            let ranking = r.rank(q, everyone()).unwrap();
+            assert_eq!(ranking.band, Band::NoMatch, "{q}: {ranking:?}");
+        }
+    }
+
+    #[test]
+    fn expired_and_other_branch_entries_never_answer() {
+        let mut e = sample();
+        e[0].valid_until = crate::knowledge::parse_date("2026-01-01");
+        e[2].scope = Scope::Branch("0571".into());
+        let r = retriever(e);
+        let ids = |q: &str, branch| -> Vec<String> {
+            r.rank(
+                q,
+                Audience {
+                    branch,
+                    today: today(),
+                },
+            )
+            .unwrap()
+            .candidates
+            .iter()
+            .map(|c| r.entry(c.entry).unwrap().id.clone())
+            .collect()
+        };
+        assert!(!ids("银行卡丢了怎么办", None).contains(&"lost".to_owned()));
+        assert!(!ids("转账限额是多少", None).contains(&"limit".to_owned()));
+        assert_eq!(ids("转账限额是多少", Some("0571"))[0], "limit");
+        assert!(!ids("转账限额是多少", Some("0755")).contains(&"limit".to_owned()));
+    }
+
+    #[test]
+    fn branch_entry_beats_head_office_entry_for_its_customers() {
+        let mut e = sample();
+        let mut local = entry(
+            "hours-0571",
+            "网点",
+            "网点营业时间",
+            &["网点几点开门", "营业时间是几点"],
+        );
+        local.scope = Scope::Branch("0571".into());
+        e.push(entry(
+            "hours",
+            "网点",
+            "网点的营业时间",
+            &["网点几点开门呢", "营业时间是几点呢"],
+        ));
+        e.push(local);
+        let r = retriever(e);
+        let top = |branch| {
+            let ranking = r
+                .rank(
+                    "网点营业时间",
+                    Audience {
+                        branch,
+                        today: today(),
+                    },
+                )
+                .unwrap();
+            r.entry(ranking.candidates[0].entry).unwrap().id.clone()
+        };
+        assert_eq!(top(Some("0571")), "hours-0571");
+        assert_eq!(top(None), "hours");
+    }
+
+    #[test]
+    fn related_prefers_explicit_then_same_category_never_self() {
+        let mut e = sample();
+        e[0].related = vec!["pwd".into()];
+        let r = retriever(e);
+        let rel: Vec<String> = r
+            .related(0, everyone(), 3)
+            .into_iter()
+            .map(|i| r.entry(i).unwrap().id.clone())
+            .collect();
+        assert_eq!(rel, vec!["pwd", "reissue"]);
+    }
+
+    #[test]
+    fn features_stay_in_unit_range() {
+        let a = Analyzer::default();
+        let idf = Idf::from_docs([vec!["卡".to_owned()].as_slice()]);
+        for (x, y) in [
+            ("", ""),
+            ("卡", ""),
+            ("银行卡丢了", "银行卡丢了"),
+            ("abc", "银行"),
+        ] {
+            let f = text_features(&Prepared::new(&a, x), &Prepared::new(&a, y), &idf);
+            for v in [f.grams, f.words, f.edit, f.query_cover, f.candidate_cover] {
+                assert!((0.0..=1.0).contains(&v), "{x} {y} {f:?}");
+            }
+        }
+        let same = text_features(
+            &Prepared::new(&a, "银行卡丢了"),
+            &Prepared::new(&a, "银行卡丢了"),
+            &idf,
+        );
+        assert!((same.similarity(&Weights::default()) - 1.0).abs() < 1e-5);
+    }
+}
