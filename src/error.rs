@@ -69,7 +69,7 @@ impl std::error::Error for ContentErrors {}
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{0}")]
+    #[error(transparent)]
     Content(#[from] ContentErrors),
 
     #[error("cannot read {path}: {source}")]

@@ -4,11 +4,18 @@
 //! the banking backend and channels sit behind traits at its edges. Start reading at
 //! [`engine::Engine::handle`]; `ARCHITECTURE.md` is the guided tour.
 
+pub mod config;
 pub mod content;
+pub mod engine;
 pub mod error;
 pub mod eval;
+pub mod handoff;
+pub mod intents;
 pub mod knowledge;
+pub mod pii;
+pub mod report;
 pub mod retrieval;
+pub mod store;
 pub mod text;
 
 pub use error::{Error, Result};

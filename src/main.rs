@@ -7,9 +7,12 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
+use kefu::config::EngineConfig;
+use kefu::engine::{Engine, InboundMessage, ReplyKind};
 use kefu::eval::{self, Fold};
 use kefu::knowledge::KnowledgeBase;
 use kefu::retrieval::{Audience, Band, RetrievalConfig, Retriever};
+use kefu::store::{Speaker, Store, UserKey};
 
 #[derive(Parser)]
 #[command(
@@ -24,6 +27,37 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Chat with the bot: one customer message per line on stdin, replies on stdout.
+    Chat {
+        #[command(flatten)]
+        setup: Setup,
+        /// Customer id for the session (keeps menus and transcript across runs).
+        #[arg(long, default_value = "terminal")]
+        user: String,
+        /// Answer as a customer of this branch.
+        #[arg(long)]
+        branch: Option<String>,
+    },
+    /// Reports for the content team.
+    Report {
+        #[command(subcommand)]
+        command: ReportCommand,
+    },
+    /// Crash-test child for the hand-off durability test (prints acknowledgements).
+    #[command(hide = true)]
+    Torture {
+        #[command(flatten)]
+        setup: Setup,
+        #[arg(long, default_value_t = 4)]
+        customers: usize,
+        #[arg(long, default_value_t = 2)]
+        agents: usize,
+        #[arg(long, default_value_t = 40)]
+        messages: usize,
+        /// Prefix for user ids, so runs on one store do not collide.
+        #[arg(long, default_value = "run")]
+        run: String,
+    },
     /// Knowledge-base tools.
     Kb {
         #[command(subcommand)]
@@ -57,12 +91,63 @@ enum Command {
     },
 }
 
+/// Where the engine's content, configuration and store live.
+#[derive(clap::Args)]
+struct Setup {
+    #[arg(long, default_value = "knowledge-base")]
+    kb: PathBuf,
+    #[arg(long, default_value = "intents")]
+    intents: PathBuf,
+    /// Store directory (sessions, transcripts, hand-off queue).
+    #[arg(long, default_value = "data")]
+    data: PathBuf,
+    /// Engine configuration; `kefu.toml` is used if present.
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+impl Setup {
+    fn engine(&self) -> Result<Engine> {
+        let config = match &self.config {
+            Some(p) => EngineConfig::load(p)
+                .with_context(|| format!("configuration {} is invalid", p.display()))?,
+            None if Path::new("kefu.toml").is_file() => EngineConfig::load(Path::new("kefu.toml"))
+                .context("configuration kefu.toml is invalid")?,
+            None => EngineConfig::default(),
+        };
+        Engine::open(&self.kb, &self.intents, Some(&self.data), config).with_context(|| {
+            format!(
+                "cannot start on {} / {} / {}",
+                self.kb.display(),
+                self.intents.display(),
+                self.data.display()
+            )
+        })
+    }
+}
+
+#[derive(Subcommand)]
+enum ReportCommand {
+    /// Questions the bot could not answer, grouped by wording, most frequent first.
+    Unanswered {
+        #[arg(long, default_value = "data")]
+        data: PathBuf,
+        #[arg(long, default_value = "knowledge-base")]
+        kb: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
 #[derive(Subcommand)]
 enum KbCommand {
     /// Validates a knowledge-base directory without starting anything.
     Check {
         #[arg(default_value = "knowledge-base")]
         dir: PathBuf,
+        /// Intent rules to check too (skipped if the directory does not exist).
+        #[arg(long, default_value = "intents")]
+        intents: PathBuf,
     },
 }
 
@@ -82,9 +167,24 @@ fn main() -> std::process::ExitCode {
 
 fn run(cli: Cli) -> Result<std::process::ExitCode> {
     match cli.command {
+        Command::Chat {
+            setup,
+            user,
+            branch,
+        } => chat(&setup, &user, branch),
+        Command::Report {
+            command: ReportCommand::Unanswered { data, kb, json },
+        } => report_unanswered(&data, &kb, json),
+        Command::Torture {
+            setup,
+            customers,
+            agents,
+            messages,
+            run,
+        } => torture(&setup, customers, agents, messages, &run),
         Command::Kb {
-            command: KbCommand::Check { dir },
-        } => kb_check(&dir),
+            command: KbCommand::Check { dir, intents },
+        } => kb_check(&dir, &intents),
         Command::Ask {
             question,
             kb,
@@ -105,7 +205,8 @@ fn run(cli: Cli) -> Result<std::process::ExitCode> {
     }
 }
 
-fn kb_check(dir: &Path) -> Result<std::process::ExitCode> {
+fn kb_check(dir: &Path, intents: &Path) -> Result<std::process::ExitCode> {
+    let mut ok = true;
     match KnowledgeBase::load_dir(dir) {
         Ok(kb) => {
             let s = kb.summary();
@@ -113,14 +214,39 @@ fn kb_check(dir: &Path) -> Result<std::process::ExitCode> {
                 "ok: {} entries, {} similar questions, {} categories in {} files; {} user-dictionary words, {} synonyms",
                 s.entries, s.similar_questions, s.categories, s.files, s.user_words, s.synonyms
             );
-            Ok(std::process::ExitCode::SUCCESS)
         }
         Err(kefu::Error::Content(errors)) => {
             eprint!("{errors}");
-            Ok(std::process::ExitCode::FAILURE)
+            ok = false;
         }
-        Err(e) => Err(e).with_context(|| format!("cannot check {}", dir.display())),
+        Err(e) => return Err(e).with_context(|| format!("cannot check {}", dir.display())),
     }
+    if intents.is_dir() {
+        match kefu::intents::IntentSet::load_dir(intents) {
+            Ok(set) => {
+                let examples: usize = set
+                    .intents()
+                    .iter()
+                    .map(|i| i.examples.len() + i.near_misses.len())
+                    .sum();
+                println!(
+                    "ok: {} intents, {} examples and near misses pass",
+                    set.len(),
+                    examples
+                );
+            }
+            Err(kefu::Error::Content(errors)) => {
+                eprint!("{errors}");
+                ok = false;
+            }
+            Err(e) => return Err(e).with_context(|| format!("cannot check {}", intents.display())),
+        }
+    }
+    Ok(if ok {
+        std::process::ExitCode::SUCCESS
+    } else {
+        std::process::ExitCode::FAILURE
+    })
 }
 
 fn load_retriever(dir: &Path) -> Result<Retriever> {
@@ -258,4 +384,222 @@ fn eval_pairs(path: &Path, fold: Option<Fold>, json: bool) -> Result<std::proces
         );
     }
     Ok(std::process::ExitCode::SUCCESS)
+}
+
+fn now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+/// Longer lines are not read into memory: a pasted file is not a question.
+const MAX_LINE_BYTES: u64 = 64 * 1024;
+
+fn chat(setup: &Setup, user: &str, branch: Option<String>) -> Result<std::process::ExitCode> {
+    use std::io::{BufRead, Read, Write};
+    let engine = setup.engine()?;
+    let interactive = std::io::stdin().is_terminal();
+    let stdin = std::io::stdin();
+    let mut input = stdin.lock();
+    let mut out = std::io::stdout().lock();
+    let key = UserKey::new("default", user);
+    let mut seen_agent_seq = 0u64;
+    if interactive {
+        let s = engine.knowledge_summary();
+        writeln!(
+            out,
+            "kefu 智能客服（知识库 {} 条）。输入问题后回车；Ctrl-D 退出。",
+            s.entries
+        )?;
+        write!(out, "> ")?;
+        out.flush()?;
+    }
+    loop {
+        let mut line = Vec::new();
+        let n = input
+            .by_ref()
+            .take(MAX_LINE_BYTES)
+            .read_until(b'\n', &mut line)?;
+        if n == 0 {
+            break;
+        }
+        let reply_text = if !line.ends_with(b"\n") && n as u64 == MAX_LINE_BYTES {
+            // Skip the rest of the oversized line.
+            let mut rest = Vec::new();
+            input.read_until(b'\n', &mut rest)?;
+            format!(
+                "您的消息超过了{} KB，请用一两句话描述您的问题。",
+                MAX_LINE_BYTES / 1024
+            )
+        } else {
+            match String::from_utf8(line) {
+                Err(_) => "无法识别这条消息的文字编码，请使用 UTF-8 输入。".to_owned(),
+                Ok(text) => {
+                    let text = text.trim_end_matches(['\n', '\r']).to_owned();
+                    let msg = InboundMessage {
+                        tenant: key.tenant.clone(),
+                        branch: branch.clone(),
+                        user: key.user.clone(),
+                        channel: "terminal".into(),
+                        text,
+                        message_id: None,
+                        at: now(),
+                    };
+                    let reply = engine.handle(&msg)?;
+                    if reply.kind == ReplyKind::Relayed {
+                        "（已转给人工客服）".to_owned()
+                    } else {
+                        reply.plain_text()
+                    }
+                }
+            }
+        };
+        writeln!(out, "{reply_text}\n")?;
+        // Deliver what agents wrote since the last line.
+        if let Some(ticket) = engine.store().session(&key)?.and_then(|s| s.handoff) {
+            for m in engine.agent_messages(&key, ticket, seen_agent_seq)? {
+                seen_agent_seq = m.seq;
+                writeln!(out, "【人工客服】{}\n", m.text)?;
+            }
+        }
+        if interactive {
+            write!(out, "> ")?;
+        }
+        out.flush()?;
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+fn report_unanswered(data: &Path, kb: &Path, json: bool) -> Result<std::process::ExitCode> {
+    let store = kefu::store::SledStore::open(data)
+        .with_context(|| format!("cannot open store {}", data.display()))?;
+    let kb = KnowledgeBase::load_dir(kb)
+        .with_context(|| format!("knowledge base {} did not load", kb.display()))?;
+    let analyzer = kefu::text::Analyzer::new(kb.user_words(), kb.synonyms().clone());
+    let groups = kefu::report::unanswered(&store.events()?, &analyzer);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&groups)?);
+        return Ok(std::process::ExitCode::SUCCESS);
+    }
+    if groups.is_empty() {
+        println!("no unanswered questions recorded in {}", data.display());
+    }
+    for g in &groups {
+        println!(
+            "{:>5}  {}{}",
+            g.count,
+            g.question,
+            g.nearest_entry
+                .as_deref()
+                .map(|e| format!("   (nearest entry: {e})"))
+                .unwrap_or_default()
+        );
+        for v in g.variants.iter().take(5) {
+            println!("       · {v}");
+        }
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// Runs customers and agents concurrently and prints one line per acknowledged
+/// operation, flushed, so a parent that kills this process knows what was promised.
+fn torture(
+    setup: &Setup,
+    customers: usize,
+    agents: usize,
+    messages: usize,
+    run: &str,
+) -> Result<std::process::ExitCode> {
+    use std::io::Write;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let engine = setup.engine()?;
+    let out = std::sync::Mutex::new(std::io::stdout());
+    let ack = |line: String| {
+        let mut o = out.lock().unwrap_or_else(|p| p.into_inner());
+        // A closed pipe means the parent is gone: nothing left to promise to.
+        let _ = writeln!(o, "{line}").and_then(|_| o.flush());
+    };
+    let failed = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        for c in 0..customers {
+            let (engine, ack, failed) = (&engine, &ack, &failed);
+            s.spawn(move || {
+                let user = format!("{run}-c{c}");
+                let send = |text: String| {
+                    engine.handle(&InboundMessage {
+                        tenant: "torture".into(),
+                        branch: None,
+                        user: user.clone(),
+                        channel: "torture".into(),
+                        text,
+                        message_id: None,
+                        at: now(),
+                    })
+                };
+                match send("转人工".into()) {
+                    Ok(r) => ack(format!(
+                        "enqueue {user} {}",
+                        r.handoff.map_or(0, |h| h.ticket)
+                    )),
+                    Err(e) => {
+                        eprintln!("enqueue failed: {e}");
+                        failed.store(true, Ordering::SeqCst);
+                        return;
+                    }
+                }
+                for k in 0..messages {
+                    match send(format!("第{k}条消息")) {
+                        Ok(_) => ack(format!("message {user} {k}")),
+                        Err(e) => {
+                            eprintln!("message failed: {e}");
+                            failed.store(true, Ordering::SeqCst);
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+        for a in 0..agents {
+            let (engine, ack, failed) = (&engine, &ack, &failed);
+            s.spawn(move || {
+                let agent = format!("{run}-a{a}");
+                // Stop after a second without work: the customers are done.
+                let mut idle = 0;
+                while idle < 200 {
+                    match engine.queue().claim_next(&agent, None, now()) {
+                        Ok(Some(t)) => {
+                            idle = 0;
+                            ack(format!("claim {} {agent}", t.id));
+                            match engine.queue().post(
+                                t.id,
+                                Speaker::Agent,
+                                Some(&agent),
+                                "您好，我是人工客服",
+                                now(),
+                            ) {
+                                Ok(m) => ack(format!("reply {} {agent} {}", t.id, m.seq)),
+                                Err(e) => {
+                                    eprintln!("reply failed: {e}");
+                                    failed.store(true, Ordering::SeqCst);
+                                }
+                            }
+                        }
+                        Ok(None) => {
+                            idle += 1;
+                            std::thread::sleep(std::time::Duration::from_millis(5));
+                        }
+                        Err(e) => {
+                            eprintln!("claim failed: {e}");
+                            failed.store(true, Ordering::SeqCst);
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    ack("done".into());
+    Ok(if failed.load(Ordering::SeqCst) {
+        std::process::ExitCode::FAILURE
+    } else {
+        std::process::ExitCode::SUCCESS
+    })
 }

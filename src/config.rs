@@ -1,0 +1,150 @@
+//! Engine configuration (`kefu.toml`). Every field has a default, so a deployment writes
+//! only what it changes; unknown keys are errors with their line, because a misspelt
+//! threshold silently ignored is worse than a refused start.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::content::{read_text, toml_issue, LineIndex};
+use crate::error::{ContentErrors, ContentIssue, Location, Result};
+use crate::handoff::Agent;
+use crate::retrieval::RetrievalConfig;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct EngineConfig {
+    pub retrieval: RetrievalConfig,
+    /// A numbered list answers to numbers for this long (seconds).
+    pub menu_ttl_secs: i64,
+    /// Consecutive fallbacks after which the bot offers 转人工 itself.
+    pub fallbacks_before_offer: u32,
+    /// Longer messages are refused with a request to shorten them.
+    pub max_message_chars: usize,
+    /// Entry ids for the welcome menu; empty means the first entry of the first categories.
+    pub welcome: Vec<String>,
+    /// The bank's local time, for service hours and dates ("上个月").
+    pub utc_offset_hours: i8,
+    pub handoff: HandoffConfig,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            retrieval: RetrievalConfig::default(),
+            menu_ttl_secs: 30 * 60,
+            fallbacks_before_offer: 2,
+            max_message_chars: 500,
+            welcome: Vec::new(),
+            utc_offset_hours: 8,
+            handoff: HandoffConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct HandoffConfig {
+    /// Local opening time "HH:MM"; `open == "00:00"` and `close == "24:00"` is 7×24.
+    pub open: String,
+    pub close: String,
+    /// A queued chat waiting longer than this gets a message (seconds).
+    pub queue_timeout_secs: i64,
+    /// After the timeout, hand the chat back to the bot instead of keeping it queued.
+    pub timeout_returns_to_bot: bool,
+    /// Handling time assumed until there is history (seconds).
+    pub default_handle_secs: i64,
+    pub agents: Vec<Agent>,
+}
+
+impl Default for HandoffConfig {
+    fn default() -> Self {
+        HandoffConfig {
+            open: "00:00".into(),
+            close: "24:00".into(),
+            queue_timeout_secs: 10 * 60,
+            timeout_returns_to_bot: false,
+            default_handle_secs: 180,
+            agents: Vec::new(),
+        }
+    }
+}
+
+impl HandoffConfig {
+    /// Minutes after local midnight, checked at load.
+    pub fn hours(&self) -> Option<(u32, u32)> {
+        Some((parse_hhmm(&self.open)?, parse_hhmm(&self.close)?))
+    }
+
+    pub fn is_open_at(&self, local_minutes: u32) -> bool {
+        match self.hours() {
+            Some((open, close)) if open < close => (open..close).contains(&local_minutes),
+            // Overnight shifts such as 20:00-08:00.
+            Some((open, close)) if open > close => local_minutes >= open || local_minutes < close,
+            _ => true,
+        }
+    }
+}
+
+fn parse_hhmm(s: &str) -> Option<u32> {
+    let (h, m) = s.trim().split_once(':')?;
+    let (h, m): (u32, u32) = (h.parse().ok()?, m.parse().ok()?);
+    (h < 24 && m < 60 || h == 24 && m == 0).then_some(h * 60 + m)
+}
+
+impl EngineConfig {
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = read_text(path).map_err(|i| ContentErrors(vec![i]))?;
+        let lines = LineIndex::new(&text);
+        let config: EngineConfig =
+            toml::from_str(&text).map_err(|e| ContentErrors(vec![toml_issue(path, &lines, &e)]))?;
+        if config.handoff.hours().is_none() {
+            return Err(ContentErrors(vec![ContentIssue {
+                location: Location::new(path, 1, None),
+                message: format!(
+                    "handoff.open/close must be times like 08:00 and 22:00, got \"{}\" and \"{}\"",
+                    config.handoff.open, config.handoff.close
+                ),
+            }])
+            .into());
+        }
+        crate::handoff::Agents::new(config.handoff.agents.clone())?;
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hours_including_overnight() {
+        let mut h = HandoffConfig::default();
+        assert!(h.is_open_at(0) && h.is_open_at(23 * 60 + 59));
+        h.open = "08:00".into();
+        h.close = "22:00".into();
+        assert!(!h.is_open_at(7 * 60 + 59) && h.is_open_at(8 * 60) && !h.is_open_at(22 * 60));
+        h.open = "20:00".into();
+        h.close = "08:00".into();
+        assert!(h.is_open_at(23 * 60) && h.is_open_at(60) && !h.is_open_at(12 * 60));
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_hours_are_located() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("kefu.toml");
+        std::fs::write(&p, "menu_ttl_secs = 60\n[retrieval]\nconfidnet = 0.5\n").unwrap();
+        let err = EngineConfig::load(&p).unwrap_err().to_string();
+        assert!(
+            err.contains("kefu.toml:3: invalid TOML: unknown field `confidnet`"),
+            "{err}"
+        );
+        std::fs::write(&p, "[handoff]\nopen = \"8点\"\n").unwrap();
+        assert!(EngineConfig::load(&p)
+            .unwrap_err()
+            .to_string()
+            .contains("times like 08:00"));
+        std::fs::write(&p, "menu_ttl_secs = 60\n").unwrap();
+        assert_eq!(EngineConfig::load(&p).unwrap().menu_ttl_secs, 60);
+    }
+}

@@ -1,0 +1,903 @@
+//! The conversation engine: one customer message in, one structured reply out.
+//!
+//! [`Engine::handle`] is the whole flow of a message, in the order of the design card:
+//! 1. normalize and validate the text;
+//! 2. return the stored reply if this message id was already processed (channel retries);
+//! 3. load the session and decide, first match wins:
+//!    a. the chat is with the hand-off queue → relay, cancel, or report the place;
+//!    b. a numbered list is pending and the message is a number → resolve it;
+//!    c. an intent rule matches → act (hand-off, feedback, greeting, account actions);
+//!    d. otherwise retrieval → answer + related / ask back / fallback;
+//! 4. commit session, masked transcript, events and the reply in one flushed write.
+//!
+//! Architecture invariant: no channel types here. The engine knows no HTTP, JSON
+//! protocol or WeChat XML; it is deterministic given the knowledge base, intents, store
+//! contents and the message (including its timestamp), so tests need no network or clock.
+
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::path::Path;
+use std::sync::{Arc, Mutex, RwLock};
+
+use serde::{Deserialize, Serialize};
+use time::{OffsetDateTime, UtcOffset};
+
+use crate::config::EngineConfig;
+use crate::error::{Error, Result};
+use crate::handoff::{
+    Agents, EnqueueRequest, HandoffQueue, SledQueue, Ticket, TicketId, TicketMessage, TicketState,
+};
+use crate::intents::{Action, IntentMatch, IntentSet};
+use crate::knowledge::{KnowledgeBase, Summary};
+use crate::pii::mask;
+use crate::retrieval::{Audience, Band, Ranking, Retriever};
+use crate::store::{
+    from_json, to_json, Event, EventKind, Menu, MenuItem, Session, SledStore, Speaker, Store, Turn,
+    TurnCommit, UserKey,
+};
+use crate::text::{parse_choice, search_form};
+
+/// A customer message as a channel hands it over.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InboundMessage {
+    /// The bank (or deployment) the customer belongs to.
+    pub tenant: String,
+    /// The customer's branch code, if known: branch entries answer only them.
+    #[serde(default)]
+    pub branch: Option<String>,
+    pub user: String,
+    /// Where it came from ("wechat", "web", "terminal"); informational only.
+    #[serde(default)]
+    pub channel: String,
+    pub text: String,
+    /// The channel's id for the message; the same id twice is processed once.
+    #[serde(default)]
+    pub message_id: Option<String>,
+    /// Unix seconds when the channel received it.
+    pub at: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReplyKind {
+    /// A knowledge-base answer.
+    Answer,
+    /// "您是不是想问" with numbered candidates.
+    Clarify,
+    /// Nothing matched.
+    Fallback,
+    Welcome,
+    /// An intent's reply (thanks, feedback, account actions).
+    Intent,
+    /// The chat was escalated, or its queue status.
+    Handoff,
+    /// Passed to the agent holding the chat; the bot says nothing.
+    Relayed,
+    /// Input problems and menu misuse.
+    Notice,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplyOption {
+    pub number: usize,
+    pub label: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HandoffStatus {
+    pub ticket: TicketId,
+    pub state: String,
+    #[serde(default)]
+    pub position: Option<usize>,
+    #[serde(default)]
+    pub wait_minutes: Option<u32>,
+}
+
+/// A structured reply; channels render it (numbered text for WeChat and terminals,
+/// buttons on a web page).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reply {
+    pub kind: ReplyKind,
+    pub text: String,
+    #[serde(default)]
+    pub options_title: Option<String>,
+    #[serde(default)]
+    pub options: Vec<ReplyOption>,
+    /// The knowledge-base entry answered, if any.
+    #[serde(default)]
+    pub entry: Option<String>,
+    #[serde(default)]
+    pub intent: Option<String>,
+    #[serde(default)]
+    pub handoff: Option<HandoffStatus>,
+}
+
+impl Reply {
+    fn new(kind: ReplyKind, text: impl Into<String>) -> Self {
+        Reply {
+            kind,
+            text: text.into(),
+            options_title: None,
+            options: Vec::new(),
+            entry: None,
+            intent: None,
+            handoff: None,
+        }
+    }
+
+    fn with_options(mut self, title: &str, items: &[MenuItem]) -> Self {
+        if !items.is_empty() {
+            self.options_title = Some(title.to_owned());
+            self.options = items
+                .iter()
+                .enumerate()
+                .map(|(i, item)| ReplyOption {
+                    number: i + 1,
+                    label: item.label().to_owned(),
+                })
+                .collect();
+        }
+        self
+    }
+
+    /// The reply as plain text with numbered options (WeChat, terminal, SMS).
+    pub fn plain_text(&self) -> String {
+        let mut out = self.text.clone();
+        if let Some(title) = &self.options_title {
+            if !out.is_empty() {
+                out.push_str("\n\n");
+            }
+            out.push_str(title);
+            for o in &self.options {
+                out.push_str(&format!("\n{}. {}", o.number, o.label));
+            }
+        }
+        out
+    }
+}
+
+/// What the engine serves from; replaced whole on reload.
+struct Knowledge {
+    retriever: Retriever,
+    intents: IntentSet,
+}
+
+pub struct Engine {
+    knowledge: RwLock<Arc<Knowledge>>,
+    store: Arc<dyn Store>,
+    queue: Arc<dyn HandoffQueue>,
+    agents: Agents,
+    config: EngineConfig,
+    /// Striped per-customer locks: one customer's messages are handled one at a time
+    /// (a session is read, changed and written), different customers in parallel.
+    locks: Vec<Mutex<()>>,
+}
+
+const LOCK_STRIPES: usize = 64;
+const MAX_ID_LEN: usize = 128;
+const TRANSCRIPT_FOR_AGENT: usize = 50;
+
+impl Engine {
+    pub fn new(
+        knowledge_base: KnowledgeBase,
+        intents: IntentSet,
+        store: Arc<dyn Store>,
+        queue: Arc<dyn HandoffQueue>,
+        config: EngineConfig,
+    ) -> Result<Self> {
+        let retriever = Retriever::new(Arc::new(knowledge_base), config.retrieval.clone())?;
+        let agents = Agents::new(config.handoff.agents.clone())?;
+        Ok(Engine {
+            knowledge: RwLock::new(Arc::new(Knowledge { retriever, intents })),
+            store,
+            queue,
+            agents,
+            config,
+            locks: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
+        })
+    }
+
+    /// Loads content from directories and opens the store: a sled directory, or a
+    /// temporary store when `data` is `None`.
+    pub fn open(
+        kb_dir: &Path,
+        intents_dir: &Path,
+        data: Option<&Path>,
+        config: EngineConfig,
+    ) -> Result<Self> {
+        let kb = KnowledgeBase::load_dir(kb_dir)?;
+        let intents = if intents_dir.is_dir() {
+            IntentSet::load_dir(intents_dir)?
+        } else {
+            IntentSet::default()
+        };
+        let store = match data {
+            Some(dir) => SledStore::open(dir)?,
+            None => SledStore::temporary()?,
+        };
+        let queue = SledQueue::new(store.db())?;
+        Engine::new(kb, intents, Arc::new(store), Arc::new(queue), config)
+    }
+
+    /// Reloads content. On any error the engine keeps serving the last good knowledge
+    /// base and intents, and the error says what to fix.
+    pub fn reload(&self, kb_dir: &Path, intents_dir: &Path) -> Result<Summary> {
+        let kb = KnowledgeBase::load_dir(kb_dir)?;
+        let intents = if intents_dir.is_dir() {
+            IntentSet::load_dir(intents_dir)?
+        } else {
+            IntentSet::default()
+        };
+        let summary = kb.summary();
+        let retriever = Retriever::new(Arc::new(kb), self.config.retrieval.clone())?;
+        let fresh = Arc::new(Knowledge { retriever, intents });
+        *self.knowledge.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+        Ok(summary)
+    }
+
+    fn current(&self) -> Arc<Knowledge> {
+        self.knowledge
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub fn knowledge_summary(&self) -> Summary {
+        self.current().retriever.knowledge_base().summary()
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    pub fn queue(&self) -> &dyn HandoffQueue {
+        self.queue.as_ref()
+    }
+
+    pub fn agents(&self) -> &Agents {
+        &self.agents
+    }
+
+    pub fn store(&self) -> &dyn Store {
+        self.store.as_ref()
+    }
+
+    pub fn transcript(&self, key: &UserKey) -> Result<Vec<Turn>> {
+        self.store.transcript(key)
+    }
+
+    /// Handles one customer message. Errors are for the channel (bad ids, a failing
+    /// store); everything a customer can type gets a reply.
+    pub fn handle(&self, msg: &InboundMessage) -> Result<Reply> {
+        for (what, value) in [("tenant", &msg.tenant), ("user", &msg.user)] {
+            if value.is_empty() || value.len() > MAX_ID_LEN || value.contains('\0') {
+                return Err(Error::InvalidInput(format!(
+                    "{what} must be 1-{MAX_ID_LEN} bytes without NUL characters"
+                )));
+            }
+        }
+        if msg
+            .message_id
+            .as_ref()
+            .is_some_and(|id| id.len() > MAX_ID_LEN)
+        {
+            return Err(Error::InvalidInput(format!(
+                "message_id must be at most {MAX_ID_LEN} bytes"
+            )));
+        }
+        let key = UserKey::new(&msg.tenant, &msg.user);
+        let _turn = self.lock(&key);
+        if let Some(id) = &msg.message_id {
+            if let Some(stored) = self.store.processed(&key, id)? {
+                return from_json(&stored);
+            }
+        }
+        let mut session = self.store.session(&key)?.unwrap_or_default();
+        let knowledge = self.current();
+        let mut turn = TurnState {
+            engine: self,
+            knowledge: &knowledge,
+            msg,
+            key: &key,
+            events: Vec::new(),
+        };
+        let reply = turn.decide(&mut session)?;
+        session.updated_at = msg.at;
+        let mut turns = vec![Turn {
+            at: msg.at,
+            from: Speaker::Customer,
+            text: mask(&truncate_chars(&msg.text, 2000)).into_owned(),
+            message_id: msg.message_id.clone(),
+        }];
+        if reply.kind != ReplyKind::Relayed {
+            turns.push(Turn {
+                at: msg.at,
+                from: Speaker::Bot,
+                text: mask(&reply.plain_text()).into_owned(),
+                message_id: None,
+            });
+        }
+        let stored = to_json(&reply)?;
+        self.store.commit(TurnCommit {
+            key: &key,
+            session: &session,
+            turns: &turns,
+            events: &turn.events,
+            processed: msg.message_id.as_deref().map(|id| (id, stored.as_slice())),
+        })?;
+        Ok(reply)
+    }
+
+    fn lock(&self, key: &UserKey) -> std::sync::MutexGuard<'_, ()> {
+        let mut h = DefaultHasher::new();
+        key.hash(&mut h);
+        let stripe = &self.locks[(h.finish() % LOCK_STRIPES as u64) as usize];
+        stripe.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Messages from agents to the customer after `after_seq`, for the channel to deliver.
+    pub fn agent_messages(
+        &self,
+        key: &UserKey,
+        ticket: TicketId,
+        after_seq: u64,
+    ) -> Result<Vec<TicketMessage>> {
+        let t = self
+            .queue
+            .ticket(ticket)?
+            .ok_or_else(|| Error::NotFound(format!("hand-off ticket {ticket}")))?;
+        if &t.customer != key {
+            return Err(Error::NotFound(format!("hand-off ticket {ticket}")));
+        }
+        Ok(self
+            .queue
+            .messages(ticket, after_seq)?
+            .into_iter()
+            .filter(|m| m.from == Speaker::Agent)
+            .collect())
+    }
+
+    /// An agent ends a chat: the customer gets a closing line and the bot serves again.
+    pub fn close_chat(
+        &self,
+        ticket: TicketId,
+        agent: &str,
+        summary: Option<&str>,
+        now: i64,
+    ) -> Result<Ticket> {
+        self.queue.post(
+            ticket,
+            Speaker::Agent,
+            Some(agent),
+            "本次人工服务已结束，感谢您的耐心。如还有问题，可以直接问我，或再次回复“转人工”。",
+            now,
+        )?;
+        self.queue.close(ticket, agent, summary, now)
+    }
+
+    /// Periodic duty for a server: tells customers whose queued chat passed the timeout.
+    pub fn sweep_timeouts(&self, now: i64) -> Result<Vec<(UserKey, Reply)>> {
+        let h = &self.config.handoff;
+        let expired = self
+            .queue
+            .expire(now, h.queue_timeout_secs, h.timeout_returns_to_bot)?;
+        Ok(expired
+            .into_iter()
+            .map(|t| {
+                let text = if matches!(t.state, TicketState::Returned { .. }) {
+                    "抱歉，人工客服暂时都在忙，您的排队已结束。您可以继续向我提问，或稍后再回复“转人工”。"
+                } else {
+                    "当前咨询人数较多，您仍在排队中，请耐心等待；回复“取消”可退出排队。"
+                };
+                (t.customer.clone(), Reply::new(ReplyKind::Handoff, text))
+            })
+            .collect())
+    }
+}
+
+fn truncate_chars(s: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => format!("{}…", &s[..i]).into(),
+        None => s.into(),
+    }
+}
+
+/// One message being decided: what it may read, and the events it produces.
+struct TurnState<'a> {
+    engine: &'a Engine,
+    knowledge: &'a Knowledge,
+    msg: &'a InboundMessage,
+    key: &'a UserKey,
+    events: Vec<Event>,
+}
+
+const FALLBACK: &str =
+    "抱歉，我暂时没有找到这个问题的答案。您可以换个说法再问一次，或回复“转人工”联系人工客服。";
+const OFFER_HANDOFF: &str =
+    "看起来我没能帮到您，抱歉。需要为您转接人工客服吗？回复 1 即可转人工，或继续输入您的问题。";
+const HANDOFF_LABEL: &str = "转人工客服";
+
+impl TurnState<'_> {
+    fn local_time(&self) -> OffsetDateTime {
+        let offset = UtcOffset::from_hms(self.engine.config.utc_offset_hours, 0, 0)
+            .unwrap_or(UtcOffset::UTC);
+        OffsetDateTime::from_unix_timestamp(self.msg.at)
+            .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+            .to_offset(offset)
+    }
+
+    fn audience(&self) -> Audience<'_> {
+        Audience {
+            branch: self.msg.branch.as_deref(),
+            today: self.local_time().date(),
+        }
+    }
+
+    fn event(&mut self, kind: EventKind) {
+        self.events.push(Event {
+            at: self.msg.at,
+            tenant: self.key.tenant.clone(),
+            user: self.key.user.clone(),
+            kind,
+        });
+    }
+
+    fn decide(&mut self, session: &mut Session) -> Result<Reply> {
+        // Nothing searchable (emoji, punctuation, whitespace) is not a question.
+        if search_form(&self.msg.text).is_empty() {
+            return Ok(Reply::new(
+                ReplyKind::Notice,
+                "没有收到文字内容。请用文字描述您的问题，例如“信用卡丢了怎么办”。",
+            ));
+        }
+        let intent = self
+            .knowledge
+            .intents
+            .classify(&self.msg.text, self.audience().today);
+
+        // a. The chat is with the hand-off queue.
+        if let Some(id) = session.handoff {
+            match self.engine.queue.ticket(id)? {
+                Some(t) if t.state.is_open() => {
+                    return self.while_handed_off(session, t, intent.as_ref())
+                }
+                _ => session.handoff = None,
+            }
+        }
+
+        let chars = self.msg.text.chars().count();
+        let max = self.engine.config.max_message_chars;
+        if chars > max {
+            return Ok(Reply::new(
+                ReplyKind::Notice,
+                format!("您的消息有{chars}个字，超过了{max}字的上限。请用一两句话描述您的问题。"),
+            ));
+        }
+
+        // b. A number answers the pending list.
+        if let Some(n) = parse_choice(&self.msg.text) {
+            return self.pick(session, n);
+        }
+
+        // c. Intents.
+        if let Some(m) = intent {
+            return self.act(session, m);
+        }
+
+        // d. Retrieval.
+        self.retrieve(session)
+    }
+
+    fn while_handed_off(
+        &mut self,
+        session: &mut Session,
+        t: Ticket,
+        intent: Option<&IntentMatch>,
+    ) -> Result<Reply> {
+        let now = self.msg.at;
+        let queue = &self.engine.queue;
+        match &t.state {
+            TicketState::Queued if intent.is_some_and(|m| m.action == Action::Cancel) => {
+                queue.cancel(t.id, now)?;
+                session.handoff = None;
+                let mut r = Reply::new(
+                    ReplyKind::Handoff,
+                    "已为您取消人工排队。有问题可以继续问我。",
+                );
+                r.handoff = Some(HandoffStatus {
+                    ticket: t.id,
+                    state: "cancelled".into(),
+                    position: None,
+                    wait_minutes: None,
+                });
+                Ok(r)
+            }
+            TicketState::Queued => {
+                queue.post(t.id, Speaker::Customer, None, &self.msg.text, now)?;
+                let mut r = self.queue_status(&t, "已收到您的消息，人工客服接入后会一并看到。")?;
+                if now - t.enqueued_at >= self.engine.config.handoff.queue_timeout_secs {
+                    r.text.push_str("当前咨询人数较多，感谢您耐心等待。");
+                }
+                Ok(r)
+            }
+            _ => {
+                queue.post(t.id, Speaker::Customer, None, &self.msg.text, now)?;
+                let mut r = Reply::new(ReplyKind::Relayed, "");
+                r.handoff = Some(HandoffStatus {
+                    ticket: t.id,
+                    state: "claimed".into(),
+                    position: None,
+                    wait_minutes: None,
+                });
+                Ok(r)
+            }
+        }
+    }
+
+    fn queue_status(&self, t: &Ticket, lead: &str) -> Result<Reply> {
+        let queue = &self.engine.queue;
+        let position = queue.position(t.id)?;
+        let handle = queue
+            .recent_handle_secs()?
+            .unwrap_or(self.engine.config.handoff.default_handle_secs as f64);
+        let agents = self.engine.agents.len().max(1) as f64;
+        let wait_minutes =
+            position.map(|p| ((p as f64 * handle / agents) / 60.0).ceil().max(1.0) as u32);
+        let mut text = lead.to_owned();
+        if t.left_message {
+            text.push_str("您的留言已保存，人工客服上班后会按顺序回复您。");
+        } else if let (Some(p), Some(m)) = (position, wait_minutes) {
+            text.push_str(&format!("您目前排在第{p}位，预计等待约{m}分钟。"));
+        }
+        text.push_str("回复“取消”可退出排队。");
+        let mut r = Reply::new(ReplyKind::Handoff, text);
+        r.handoff = Some(HandoffStatus {
+            ticket: t.id,
+            state: "queued".into(),
+            position,
+            wait_minutes,
+        });
+        Ok(r)
+    }
+
+    fn escalate(
+        &mut self,
+        session: &mut Session,
+        reason: &str,
+        intent: Option<&str>,
+    ) -> Result<Reply> {
+        let h = &self.engine.config.handoff;
+        let local = self.local_time();
+        let open = h.is_open_at(u32::from(local.hour()) * 60 + u32::from(local.minute()));
+        let mut transcript = self.engine.store.transcript(self.key)?;
+        let skip = transcript.len().saturating_sub(TRANSCRIPT_FOR_AGENT);
+        transcript.drain(..skip);
+        transcript.push(Turn {
+            at: self.msg.at,
+            from: Speaker::Customer,
+            text: mask(&self.msg.text).into_owned(),
+            message_id: self.msg.message_id.clone(),
+        });
+        let candidates = session
+            .menu
+            .as_ref()
+            .map(|m| {
+                m.items
+                    .iter()
+                    .filter_map(|i| match i {
+                        MenuItem::Entry { label, .. } => Some(label.clone()),
+                        MenuItem::Handoff { .. } => None,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let ticket = self.engine.queue.enqueue(EnqueueRequest {
+            customer: self.key.clone(),
+            group: self.msg.branch.clone(),
+            reason: reason.to_owned(),
+            intent: intent.map(str::to_owned),
+            candidates,
+            transcript,
+            left_message: !open,
+            now: self.msg.at,
+        })?;
+        session.handoff = Some(ticket.id);
+        session.menu = None;
+        session.misses = 0;
+        let lead = if open {
+            "正在为您转接人工客服。".to_owned()
+        } else {
+            format!(
+                "现在不在人工服务时间（每天{}-{}）。您可以直接留言，",
+                h.open, h.close
+            )
+        };
+        let mut r = self.queue_status(&ticket, &lead)?;
+        r.intent = intent.map(str::to_owned);
+        Ok(r)
+    }
+
+    fn pick(&mut self, session: &mut Session, n: usize) -> Result<Reply> {
+        let ttl = self.engine.config.menu_ttl_secs;
+        let menu = match &session.menu {
+            Some(m) if self.msg.at - m.created_at <= ttl => m.clone(),
+            Some(_) => {
+                session.menu = None;
+                return Ok(Reply::new(
+                    ReplyKind::Notice,
+                    "之前的列表已过期，请直接输入您的问题。",
+                ));
+            }
+            None => {
+                return Ok(Reply::new(
+                    ReplyKind::Notice,
+                    "当前没有可以选择的列表。请直接输入您的问题，例如“信用卡丢了怎么办”。",
+                ))
+            }
+        };
+        let Some(item) = menu.items.get(n - 1) else {
+            return Ok(Reply::new(
+                ReplyKind::Notice,
+                format!(
+                    "请回复 1 到 {} 之间的数字选择，或直接输入您的问题。",
+                    menu.items.len()
+                ),
+            ));
+        };
+        match item {
+            MenuItem::Entry { id, .. } => {
+                let index = self.knowledge.retriever.knowledge_base().index_of(id);
+                self.event(EventKind::MenuPick {
+                    number: n,
+                    entry: Some(id.clone()),
+                });
+                match index {
+                    Some(i) => Ok(self.answer(session, i)),
+                    None => Ok(Reply::new(
+                        ReplyKind::Notice,
+                        "这条内容刚刚更新过，请重新输入您的问题。",
+                    )),
+                }
+            }
+            MenuItem::Handoff { .. } => {
+                self.event(EventKind::MenuPick {
+                    number: n,
+                    entry: None,
+                });
+                self.escalate(session, "chose 转人工 from a menu", None)
+            }
+        }
+    }
+
+    fn act(&mut self, session: &mut Session, m: IntentMatch) -> Result<Reply> {
+        self.event(EventKind::Intent {
+            name: m.name.clone(),
+        });
+        let mut reply = match m.action {
+            Action::Handoff => return self.escalate(session, "customer asked", Some(&m.name)),
+            Action::Cancel => {
+                let had_menu = session.menu.take().is_some();
+                Reply::new(
+                    ReplyKind::Intent,
+                    if had_menu {
+                        "好的，已取消。还有其他问题可以随时问我。"
+                    } else {
+                        "好的。还有其他问题可以随时问我。"
+                    },
+                )
+            }
+            Action::Greeting => return Ok(self.welcome(session)),
+            Action::Thanks => Reply::new(
+                ReplyKind::Intent,
+                "不客气，很高兴能帮到您！还有其他问题可以随时问我。",
+            ),
+            Action::Satisfied | Action::Unsatisfied => {
+                let positive = m.action == Action::Satisfied;
+                match session.last_answer.take() {
+                    Some(entry) => {
+                        self.event(EventKind::Feedback { entry, positive });
+                        if positive {
+                            Reply::new(
+                                ReplyKind::Intent,
+                                "感谢您的评价！还有其他问题可以随时问我。",
+                            )
+                        } else {
+                            let items = vec![MenuItem::Handoff {
+                                label: HANDOFF_LABEL.into(),
+                            }];
+                            session.menu = Some(Menu {
+                                items: items.clone(),
+                                created_at: self.msg.at,
+                            });
+                            Reply::new(
+                                ReplyKind::Intent,
+                                "抱歉没能帮到您，您的反馈已记录，我们会改进这条回答。您可以换个说法再问，或选择：",
+                            )
+                            .with_options("您可以选择：", &items)
+                        }
+                    }
+                    None => Reply::new(ReplyKind::Intent, "感谢您的反馈！请问还有什么可以帮您？"),
+                }
+            }
+            action => self.account_action(session, action, &m),
+        };
+        reply.intent = Some(m.name);
+        Ok(reply)
+    }
+
+    /// Account actions need the banking backend, which is not connected in this build:
+    /// the reply says so plainly and points to channels that work today.
+    fn account_action(&mut self, session: &mut Session, action: Action, m: &IntentMatch) -> Reply {
+        let what = match action {
+            Action::Balance => "查询余额",
+            Action::Transactions => "查询交易明细",
+            Action::CardBill => "查询信用卡账单",
+            Action::Repay => "信用卡还款",
+            Action::Transfer => "转账",
+            Action::Branches => "查询附近网点",
+            Action::QueueTicket => "网点取号",
+            Action::Unbind => "解除绑定",
+            _ => "这项业务",
+        };
+        let text = if session.auth < m.auth {
+            format!(
+                "{what}需要先绑定本行银行卡。微信银行的绑卡与账户服务正在接入中，目前请通过本行手机银行办理，或回复“转人工”由人工客服协助。"
+            )
+        } else {
+            format!(
+                "{what}功能正在接入中，目前请通过本行手机银行办理，或回复“转人工”由人工客服协助。"
+            )
+        };
+        let items = vec![MenuItem::Handoff {
+            label: HANDOFF_LABEL.into(),
+        }];
+        session.menu = Some(Menu {
+            items: items.clone(),
+            created_at: self.msg.at,
+        });
+        Reply::new(ReplyKind::Intent, text).with_options("您也可以：", &items)
+    }
+
+    fn welcome(&mut self, session: &mut Session) -> Reply {
+        let r = &self.knowledge.retriever;
+        let kb = r.knowledge_base();
+        let audience = self.audience();
+        let usable = |i: &usize| {
+            kb.get(*i)
+                .is_some_and(|e| e.is_active(audience.today) && e.visible_to(audience.branch))
+        };
+        let mut picks: Vec<usize> = self
+            .engine
+            .config
+            .welcome
+            .iter()
+            .filter_map(|id| kb.index_of(id))
+            .filter(usable)
+            .collect();
+        if picks.is_empty() {
+            let mut seen = std::collections::HashSet::new();
+            picks = (0..kb.len())
+                .filter(usable)
+                .filter(|&i| kb.get(i).is_some_and(|e| seen.insert(e.category.clone())))
+                .take(5)
+                .collect();
+        }
+        let items: Vec<MenuItem> = picks
+            .into_iter()
+            .filter_map(|i| kb.get(i))
+            .map(|e| MenuItem::Entry {
+                id: e.id.clone(),
+                label: e.question.clone(),
+            })
+            .collect();
+        session.menu = Some(Menu {
+            items: items.clone(),
+            created_at: self.msg.at,
+        });
+        Reply::new(
+            ReplyKind::Welcome,
+            "您好，我是智能客服，请直接输入您的问题。需要人工服务请回复“转人工”。",
+        )
+        .with_options("大家都在问：", &items)
+    }
+
+    fn answer(&mut self, session: &mut Session, entry: usize) -> Reply {
+        let r = &self.knowledge.retriever;
+        let Some(e) = r.entry(entry) else {
+            return Reply::new(ReplyKind::Fallback, FALLBACK);
+        };
+        let items: Vec<MenuItem> = r
+            .related(entry, self.audience(), r.config().related)
+            .into_iter()
+            .filter_map(|i| r.entry(i))
+            .map(|x| MenuItem::Entry {
+                id: x.id.clone(),
+                label: x.question.clone(),
+            })
+            .collect();
+        session.menu = (!items.is_empty()).then(|| Menu {
+            items: items.clone(),
+            created_at: self.msg.at,
+        });
+        session.last_answer = Some(e.id.clone());
+        session.misses = 0;
+        let mut reply =
+            Reply::new(ReplyKind::Answer, e.answer.clone()).with_options("您可能还想问：", &items);
+        reply.entry = Some(e.id.clone());
+        reply
+    }
+
+    fn retrieve(&mut self, session: &mut Session) -> Result<Reply> {
+        let r = &self.knowledge.retriever;
+        let ranking: Ranking = r.rank(&self.msg.text, self.audience())?;
+        let top: Vec<(String, f32)> = ranking
+            .candidates
+            .iter()
+            .take(3)
+            .filter_map(|c| r.entry(c.entry).map(|e| (e.id.clone(), c.score)))
+            .collect();
+        let question = mask(&truncate_chars(&self.msg.text, 500)).into_owned();
+        let reply = match ranking.band {
+            Band::Confident => {
+                let entry = ranking.candidates[0].entry;
+                let reply = self.answer(session, entry);
+                self.event(EventKind::Question {
+                    text: question,
+                    band: Band::Confident,
+                    top,
+                    answered: reply.entry.clone(),
+                });
+                return Ok(reply);
+            }
+            Band::Uncertain => {
+                let floor = r.config().uncertain;
+                let items: Vec<MenuItem> = ranking
+                    .candidates
+                    .iter()
+                    .filter(|c| c.similarity >= floor)
+                    .take(r.config().clarify.max(1))
+                    .filter_map(|c| r.entry(c.entry))
+                    .map(|e| MenuItem::Entry {
+                        id: e.id.clone(),
+                        label: e.question.clone(),
+                    })
+                    .collect();
+                session.menu = Some(Menu {
+                    items: items.clone(),
+                    created_at: self.msg.at,
+                });
+                session.misses = 0;
+                Reply::new(
+                    ReplyKind::Clarify,
+                    "我不太确定您想问的是哪一个，请回复序号：",
+                )
+                .with_options("您是不是想问：", &items)
+            }
+            Band::NoMatch => {
+                session.misses += 1;
+                session.last_answer = None;
+                if session.misses >= self.engine.config.fallbacks_before_offer {
+                    let items = vec![MenuItem::Handoff {
+                        label: HANDOFF_LABEL.into(),
+                    }];
+                    session.menu = Some(Menu {
+                        items: items.clone(),
+                        created_at: self.msg.at,
+                    });
+                    Reply::new(ReplyKind::Fallback, OFFER_HANDOFF)
+                        .with_options("您可以选择：", &items)
+                } else {
+                    session.menu = None;
+                    Reply::new(ReplyKind::Fallback, FALLBACK)
+                }
+            }
+        };
+        self.event(EventKind::Question {
+            text: question,
+            band: ranking.band,
+            top,
+            answered: None,
+        });
+        Ok(reply)
+    }
+}

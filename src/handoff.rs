@@ -1,0 +1,737 @@
+//! The hand-off queue: chats escalated to human agents.
+//!
+//! States: `queued → claimed → closed` (then the bot serves again); a queued chat may be
+//! `cancelled` by the customer or `returned` to the bot after a timeout, and a claimed
+//! chat may be released back to the queue, keeping its place.
+//!
+//! Durability contract (the point of this module): every transition is one sled
+//! transaction over the ticket, the queue order and the per-customer index, and is
+//! flushed to disk before the call returns. A caller that got `Ok` may tell the
+//! customer or agent; after a crash at any instant the store holds every acknowledged
+//! transition and no chat is claimed by two agents (the claim re-reads the state inside
+//! the transaction, and sled transactions are serializable).
+//!
+//! Threading: all methods take `&self` and may be called from any number of threads.
+
+use serde::{Deserialize, Serialize};
+use sled::transaction::{ConflictableTransactionError, Transactional};
+
+use crate::error::{Error, Result};
+use crate::store::{abort, from_json, to_json, tx_error, Speaker, Turn, UserKey};
+
+pub type TicketId = u64;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "state")]
+pub enum TicketState {
+    Queued,
+    Claimed {
+        agent: String,
+        at: i64,
+    },
+    Closed {
+        agent: String,
+        at: i64,
+        #[serde(default)]
+        summary: Option<String>,
+    },
+    Cancelled {
+        at: i64,
+    },
+    /// Waited past the timeout and was handed back to the bot (if configured so).
+    Returned {
+        at: i64,
+    },
+}
+
+impl TicketState {
+    pub fn is_open(&self) -> bool {
+        matches!(self, TicketState::Queued | TicketState::Claimed { .. })
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            TicketState::Queued => "queued",
+            TicketState::Claimed { .. } => "claimed",
+            TicketState::Closed { .. } => "closed",
+            TicketState::Cancelled { .. } => "cancelled",
+            TicketState::Returned { .. } => "returned to the bot",
+        }
+    }
+}
+
+/// An escalated chat, with what an agent needs to pick it up without asking again.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Ticket {
+    pub id: TicketId,
+    pub customer: UserKey,
+    pub state: TicketState,
+    pub enqueued_at: i64,
+    /// Ordering key in the queue; kept on release so a released chat keeps its place.
+    pub queue_key: u64,
+    #[serde(default)]
+    pub group: Option<String>,
+    /// Why the chat was escalated ("customer asked", "repeated fallback", …).
+    #[serde(default)]
+    pub reason: String,
+    #[serde(default)]
+    pub intent: Option<String>,
+    /// The FAQ candidates the bot last offered, so the agent sees what did not help.
+    #[serde(default)]
+    pub candidates: Vec<String>,
+    /// The masked bot transcript up to the escalation.
+    #[serde(default)]
+    pub transcript: Vec<Turn>,
+    /// Left outside service hours: a message for when people are back.
+    #[serde(default)]
+    pub left_message: bool,
+    #[serde(default)]
+    pub timeout_notified: bool,
+}
+
+/// A message exchanged after escalation (masked).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TicketMessage {
+    pub seq: u64,
+    pub at: i64,
+    pub from: Speaker,
+    #[serde(default)]
+    pub agent: Option<String>,
+    pub text: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct EnqueueRequest {
+    pub customer: UserKey,
+    pub group: Option<String>,
+    pub reason: String,
+    pub intent: Option<String>,
+    pub candidates: Vec<String>,
+    pub transcript: Vec<Turn>,
+    pub left_message: bool,
+    pub now: i64,
+}
+
+pub trait HandoffQueue: Send + Sync {
+    /// Queues the customer's chat, or returns their open ticket if they have one.
+    fn enqueue(&self, req: EnqueueRequest) -> Result<Ticket>;
+    fn ticket(&self, id: TicketId) -> Result<Option<Ticket>>;
+    fn open_ticket_for(&self, customer: &UserKey) -> Result<Option<Ticket>>;
+    /// 1-based place among queued chats, `None` if the ticket is not queued.
+    fn position(&self, id: TicketId) -> Result<Option<usize>>;
+    /// Queued chats, oldest first.
+    fn queued(&self, limit: usize) -> Result<Vec<Ticket>>;
+    fn claimed_by(&self, agent: &str) -> Result<Vec<Ticket>>;
+    /// Claims a queued chat; exactly one of several racing agents wins, the others get
+    /// [`Error::Conflict`].
+    fn claim(&self, id: TicketId, agent: &str, now: i64) -> Result<Ticket>;
+    /// Claims the oldest queued chat (of `group`, if given).
+    fn claim_next(&self, agent: &str, group: Option<&str>, now: i64) -> Result<Option<Ticket>>;
+    /// Appends a message. Customers may write while queued or claimed (never dropped);
+    /// an agent only to a chat they hold.
+    fn post(
+        &self,
+        id: TicketId,
+        from: Speaker,
+        agent: Option<&str>,
+        text: &str,
+        now: i64,
+    ) -> Result<TicketMessage>;
+    fn messages(&self, id: TicketId, after_seq: u64) -> Result<Vec<TicketMessage>>;
+    fn release(&self, id: TicketId, agent: &str, now: i64) -> Result<Ticket>;
+    fn close(&self, id: TicketId, agent: &str, summary: Option<&str>, now: i64) -> Result<Ticket>;
+    fn cancel(&self, id: TicketId, now: i64) -> Result<Ticket>;
+    /// Queued chats older than `timeout_secs` not yet told so: marks them notified (or
+    /// returns them to the bot when `return_to_bot`) and lists them for the channels.
+    fn expire(&self, now: i64, timeout_secs: i64, return_to_bot: bool) -> Result<Vec<Ticket>>;
+    /// Mean claim-to-close seconds over recently closed chats, for wait estimates.
+    fn recent_handle_secs(&self) -> Result<Option<f64>>;
+}
+
+pub struct SledQueue {
+    db: sled::Db,
+    tickets: sled::Tree,
+    order: sled::Tree,
+    open: sled::Tree,
+    messages: sled::Tree,
+    handled: sled::Tree,
+}
+
+const RECENT_CLOSED: usize = 20;
+
+impl SledQueue {
+    pub fn new(db: &sled::Db) -> Result<Self> {
+        Ok(SledQueue {
+            db: db.clone(),
+            tickets: db.open_tree("handoff_tickets")?,
+            order: db.open_tree("handoff_order")?,
+            open: db.open_tree("handoff_open")?,
+            messages: db.open_tree("handoff_messages")?,
+            handled: db.open_tree("handoff_handled")?,
+        })
+    }
+
+    fn open_key(customer: &UserKey) -> Vec<u8> {
+        let mut k = b"v1/".to_vec();
+        k.extend_from_slice(customer.tenant.as_bytes());
+        k.push(0);
+        k.extend_from_slice(customer.user.as_bytes());
+        k
+    }
+
+    fn load(&self, id: TicketId) -> Result<Ticket> {
+        self.ticket(id)?
+            .ok_or_else(|| Error::NotFound(format!("hand-off ticket {id}")))
+    }
+
+    /// Runs `change` on the ticket inside a transaction with the queue index and the
+    /// per-customer index, then flushes. `change` sees the current state, so checks in
+    /// it are race-free.
+    fn transition(
+        &self,
+        id: TicketId,
+        change: impl Fn(&mut Ticket) -> Result<()>,
+        extra: Option<(Vec<u8>, Vec<u8>)>,
+    ) -> Result<Ticket> {
+        let ticket = (&self.tickets, &self.order, &self.open, &self.handled)
+            .transaction(|(tickets, order, open, handled)| {
+                let bytes = tickets
+                    .get(id.to_be_bytes())?
+                    .ok_or_else(|| abort(Error::NotFound(format!("hand-off ticket {id}"))))?;
+                let mut t: Ticket = from_json(&bytes).map_err(abort)?;
+                let was_queued = t.state == TicketState::Queued;
+                change(&mut t).map_err(abort)?;
+                let queued = t.state == TicketState::Queued;
+                if was_queued && !queued {
+                    order.remove(&t.queue_key.to_be_bytes())?;
+                } else if !was_queued && queued {
+                    order.insert(&t.queue_key.to_be_bytes(), &id.to_be_bytes())?;
+                }
+                if !t.state.is_open() {
+                    open.remove(SledQueue::open_key(&t.customer))?;
+                }
+                if let Some((k, v)) = &extra {
+                    handled.insert(k.as_slice(), v.as_slice())?;
+                }
+                tickets.insert(&id.to_be_bytes(), to_json(&t).map_err(abort)?)?;
+                Ok::<_, ConflictableTransactionError<Error>>(t)
+            })
+            .map_err(tx_error)?;
+        self.db.flush()?;
+        Ok(ticket)
+    }
+}
+
+fn wrong_state(t: &Ticket, wanted: &str) -> Error {
+    Error::Conflict(format!(
+        "hand-off ticket {} is {}, not {wanted}",
+        t.id,
+        t.state.name()
+    ))
+}
+
+impl HandoffQueue for SledQueue {
+    fn enqueue(&self, req: EnqueueRequest) -> Result<Ticket> {
+        let id = self.db.generate_id()?;
+        let queue_key = self.db.generate_id()?;
+        let open_key = SledQueue::open_key(&req.customer);
+        let fresh = Ticket {
+            id,
+            customer: req.customer.clone(),
+            state: TicketState::Queued,
+            enqueued_at: req.now,
+            queue_key,
+            group: req.group.clone(),
+            reason: req.reason.clone(),
+            intent: req.intent.clone(),
+            candidates: req.candidates.clone(),
+            transcript: req.transcript.clone(),
+            left_message: req.left_message,
+            timeout_notified: false,
+        };
+        let fresh_bytes = to_json(&fresh)?;
+        let ticket = (&self.tickets, &self.order, &self.open)
+            .transaction(|(tickets, order, open)| {
+                if let Some(existing) = open.get(&open_key)? {
+                    if let Some(bytes) = tickets.get(&existing)? {
+                        let t: Ticket = from_json(&bytes).map_err(abort)?;
+                        if t.state.is_open() {
+                            return Ok(t);
+                        }
+                    }
+                }
+                tickets.insert(&id.to_be_bytes(), fresh_bytes.as_slice())?;
+                order.insert(&queue_key.to_be_bytes(), &id.to_be_bytes())?;
+                open.insert(open_key.as_slice(), &id.to_be_bytes())?;
+                Ok::<_, ConflictableTransactionError<Error>>(fresh.clone())
+            })
+            .map_err(tx_error)?;
+        self.db.flush()?;
+        Ok(ticket)
+    }
+
+    fn ticket(&self, id: TicketId) -> Result<Option<Ticket>> {
+        self.tickets
+            .get(id.to_be_bytes())?
+            .map(|v| from_json(&v))
+            .transpose()
+    }
+
+    fn open_ticket_for(&self, customer: &UserKey) -> Result<Option<Ticket>> {
+        let Some(id) = self.open.get(SledQueue::open_key(customer))? else {
+            return Ok(None);
+        };
+        let id = u64::from_be_bytes(
+            id.as_ref()
+                .try_into()
+                .map_err(|_| Error::Store("malformed hand-off index".into()))?,
+        );
+        Ok(self.ticket(id)?.filter(|t| t.state.is_open()))
+    }
+
+    fn position(&self, id: TicketId) -> Result<Option<usize>> {
+        let Some(t) = self.ticket(id)? else {
+            return Ok(None);
+        };
+        if t.state != TicketState::Queued {
+            return Ok(None);
+        }
+        // O(chats ahead): sled has no order statistics; `benches/handoff` measures it.
+        Ok(Some(
+            self.order.range(..t.queue_key.to_be_bytes()).count() + 1,
+        ))
+    }
+
+    fn queued(&self, limit: usize) -> Result<Vec<Ticket>> {
+        let mut out = Vec::new();
+        for kv in self.order.iter().take(limit) {
+            let (_, id) = kv?;
+            let id = u64::from_be_bytes(
+                id.as_ref()
+                    .try_into()
+                    .map_err(|_| Error::Store("malformed queue entry".into()))?,
+            );
+            if let Some(t) = self.ticket(id)? {
+                out.push(t);
+            }
+        }
+        Ok(out)
+    }
+
+    fn claimed_by(&self, agent: &str) -> Result<Vec<Ticket>> {
+        let mut out = Vec::new();
+        for kv in self.open.iter() {
+            let (_, id) = kv?;
+            let id = u64::from_be_bytes(
+                id.as_ref()
+                    .try_into()
+                    .map_err(|_| Error::Store("malformed hand-off index".into()))?,
+            );
+            if let Some(t) = self.ticket(id)? {
+                if matches!(&t.state, TicketState::Claimed { agent: a, .. } if a == agent) {
+                    out.push(t);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn claim(&self, id: TicketId, agent: &str, now: i64) -> Result<Ticket> {
+        self.transition(
+            id,
+            |t| {
+                if t.state != TicketState::Queued {
+                    return Err(wrong_state(t, "queued"));
+                }
+                t.state = TicketState::Claimed {
+                    agent: agent.to_owned(),
+                    at: now,
+                };
+                Ok(())
+            },
+            None,
+        )
+    }
+
+    fn claim_next(&self, agent: &str, group: Option<&str>, now: i64) -> Result<Option<Ticket>> {
+        // Another agent may win a candidate between the scan and the claim: try the next.
+        for candidate in self.queued(usize::MAX)? {
+            if group.is_some() && candidate.group.as_deref() != group {
+                continue;
+            }
+            match self.claim(candidate.id, agent, now) {
+                Ok(t) => return Ok(Some(t)),
+                Err(Error::Conflict(_)) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(None)
+    }
+
+    fn post(
+        &self,
+        id: TicketId,
+        from: Speaker,
+        agent: Option<&str>,
+        text: &str,
+        now: i64,
+    ) -> Result<TicketMessage> {
+        let seq = self.db.generate_id()?;
+        let msg = TicketMessage {
+            seq,
+            at: now,
+            from,
+            agent: agent.map(str::to_owned),
+            text: crate::pii::mask(text).into_owned(),
+        };
+        let mut key = id.to_be_bytes().to_vec();
+        key.extend_from_slice(&seq.to_be_bytes());
+        let bytes = to_json(&msg)?;
+        // Read the state inside the transaction: a message must not land on a chat that
+        // was closed a moment ago.
+        (&self.tickets, &self.messages)
+            .transaction(|(tickets, messages)| {
+                let raw = tickets
+                    .get(id.to_be_bytes())?
+                    .ok_or_else(|| abort(Error::NotFound(format!("hand-off ticket {id}"))))?;
+                let t: Ticket = from_json(&raw).map_err(abort)?;
+                match (&t.state, from, agent) {
+                    (TicketState::Queued | TicketState::Claimed { .. }, Speaker::Customer, _) => {}
+                    (TicketState::Claimed { agent: holder, .. }, Speaker::Agent, Some(a))
+                        if holder == a => {}
+                    (TicketState::Claimed { .. }, Speaker::Agent, _) => {
+                        return Err(abort(Error::Conflict(format!(
+                            "hand-off ticket {id} is held by another agent"
+                        ))))
+                    }
+                    _ => return Err(abort(wrong_state(&t, "open for this message"))),
+                }
+                messages.insert(key.as_slice(), bytes.as_slice())?;
+                Ok::<_, ConflictableTransactionError<Error>>(())
+            })
+            .map_err(tx_error)?;
+        self.db.flush()?;
+        Ok(msg)
+    }
+
+    fn messages(&self, id: TicketId, after_seq: u64) -> Result<Vec<TicketMessage>> {
+        let mut start = id.to_be_bytes().to_vec();
+        start.extend_from_slice(&after_seq.saturating_add(1).to_be_bytes());
+        let mut end = id.to_be_bytes().to_vec();
+        end.extend_from_slice(&u64::MAX.to_be_bytes());
+        let mut out = Vec::new();
+        for kv in self.messages.range(start..=end) {
+            out.push(from_json(&kv?.1)?);
+        }
+        Ok(out)
+    }
+
+    fn release(&self, id: TicketId, agent: &str, _now: i64) -> Result<Ticket> {
+        self.transition(
+            id,
+            |t| match &t.state {
+                TicketState::Claimed { agent: holder, .. } if holder == agent => {
+                    t.state = TicketState::Queued;
+                    Ok(())
+                }
+                _ => Err(wrong_state(t, &format!("claimed by {agent}"))),
+            },
+            None,
+        )
+    }
+
+    fn close(&self, id: TicketId, agent: &str, summary: Option<&str>, now: i64) -> Result<Ticket> {
+        let current = self.load(id)?;
+        let handled = match &current.state {
+            TicketState::Claimed { at, .. } => (now - at).max(0),
+            _ => 0,
+        };
+        let record = (
+            self.db.generate_id()?.to_be_bytes().to_vec(),
+            handled.to_be_bytes().to_vec(),
+        );
+        self.transition(
+            id,
+            |t| match &t.state {
+                TicketState::Claimed { agent: holder, .. } if holder == agent => {
+                    t.state = TicketState::Closed {
+                        agent: agent.to_owned(),
+                        at: now,
+                        summary: summary.map(|s| crate::pii::mask(s).into_owned()),
+                    };
+                    Ok(())
+                }
+                _ => Err(wrong_state(t, &format!("claimed by {agent}"))),
+            },
+            Some(record),
+        )
+    }
+
+    fn cancel(&self, id: TicketId, now: i64) -> Result<Ticket> {
+        self.transition(
+            id,
+            |t| {
+                if t.state != TicketState::Queued {
+                    return Err(wrong_state(t, "queued"));
+                }
+                t.state = TicketState::Cancelled { at: now };
+                Ok(())
+            },
+            None,
+        )
+    }
+
+    fn expire(&self, now: i64, timeout_secs: i64, return_to_bot: bool) -> Result<Vec<Ticket>> {
+        let mut out = Vec::new();
+        for t in self.queued(usize::MAX)? {
+            if t.timeout_notified || now - t.enqueued_at < timeout_secs {
+                continue;
+            }
+            let changed = self.transition(
+                t.id,
+                |t| {
+                    if t.state != TicketState::Queued || t.timeout_notified {
+                        return Err(wrong_state(t, "queued and not yet notified"));
+                    }
+                    t.timeout_notified = true;
+                    if return_to_bot {
+                        t.state = TicketState::Returned { at: now };
+                    }
+                    Ok(())
+                },
+                None,
+            );
+            match changed {
+                Ok(t) => out.push(t),
+                Err(Error::Conflict(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
+    fn recent_handle_secs(&self) -> Result<Option<f64>> {
+        let mut total = 0f64;
+        let mut n = 0usize;
+        for kv in self.handled.iter().rev().take(RECENT_CLOSED) {
+            let (_, v) = kv?;
+            let secs = i64::from_be_bytes(
+                v.as_ref()
+                    .try_into()
+                    .map_err(|_| Error::Store("malformed handling record".into()))?,
+            );
+            total += secs as f64;
+            n += 1;
+        }
+        Ok((n > 0).then(|| total / n as f64))
+    }
+}
+
+/// An agent allowed to take chats, from configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Agent {
+    pub id: String,
+    pub name: String,
+    pub token: String,
+    #[serde(default)]
+    pub groups: Vec<String>,
+}
+
+/// Token check for agents. No anonymous access: an empty registry admits nobody.
+#[derive(Debug, Clone, Default)]
+pub struct Agents {
+    agents: Vec<Agent>,
+}
+
+impl Agents {
+    pub fn new(agents: Vec<Agent>) -> Result<Self> {
+        for a in &agents {
+            if a.token.len() < 16 {
+                return Err(Error::InvalidInput(format!(
+                    "agent \"{}\" has a token shorter than 16 characters",
+                    a.id
+                )));
+            }
+        }
+        Ok(Agents { agents })
+    }
+
+    /// Compares in constant time per candidate, so response timing does not reveal
+    /// how much of a token was right.
+    pub fn authenticate(&self, token: &str) -> Result<&Agent> {
+        let mut found = None;
+        for a in &self.agents {
+            let (x, y) = (a.token.as_bytes(), token.as_bytes());
+            let mut diff = x.len() ^ y.len();
+            for i in 0..x.len() {
+                diff |= usize::from(x[i] ^ y.get(i).copied().unwrap_or(0));
+            }
+            if diff == 0 {
+                found = Some(a);
+            }
+        }
+        found.ok_or_else(|| Error::Unauthorized("unknown agent token".into()))
+    }
+
+    pub fn len(&self) -> usize {
+        self.agents.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.agents.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(user: &str, now: i64) -> EnqueueRequest {
+        EnqueueRequest {
+            customer: UserKey::new("bank", user),
+            group: None,
+            reason: "customer asked".into(),
+            intent: Some("handoff".into()),
+            candidates: vec![],
+            transcript: vec![],
+            left_message: false,
+            now,
+        }
+    }
+
+    fn queue() -> (tempfile::TempDir, SledQueue) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let q = SledQueue::new(&db).unwrap();
+        (dir, q)
+    }
+
+    #[test]
+    fn full_lifecycle_and_positions() {
+        let (_d, q) = queue();
+        let a = q.enqueue(req("a", 10)).unwrap();
+        let b = q.enqueue(req("b", 11)).unwrap();
+        assert_eq!(
+            q.enqueue(req("a", 12)).unwrap().id,
+            a.id,
+            "one open ticket per customer"
+        );
+        assert_eq!(q.position(a.id).unwrap(), Some(1));
+        assert_eq!(q.position(b.id).unwrap(), Some(2));
+        q.post(a.id, Speaker::Customer, None, "还在吗", 13).unwrap();
+        let claimed = q.claim(a.id, "agent1", 20).unwrap();
+        assert!(matches!(claimed.state, TicketState::Claimed { .. }));
+        assert_eq!(q.position(b.id).unwrap(), Some(1));
+        assert!(q
+            .post(a.id, Speaker::Agent, Some("agent2"), "hi", 21)
+            .is_err());
+        q.post(
+            a.id,
+            Speaker::Agent,
+            Some("agent1"),
+            "您好，我是客服小王",
+            21,
+        )
+        .unwrap();
+        let released = q.release(a.id, "agent1", 22).unwrap();
+        assert_eq!(released.state, TicketState::Queued);
+        assert_eq!(
+            q.position(a.id).unwrap(),
+            Some(1),
+            "a released chat keeps its place"
+        );
+        q.claim(a.id, "agent2", 23).unwrap();
+        let closed = q.close(a.id, "agent2", Some("已解答"), 83).unwrap();
+        assert!(matches!(closed.state, TicketState::Closed { .. }));
+        assert!(q.open_ticket_for(&a.customer).unwrap().is_none());
+        assert_eq!(q.recent_handle_secs().unwrap(), Some(60.0));
+        let texts: Vec<String> = q
+            .messages(a.id, 0)
+            .unwrap()
+            .into_iter()
+            .map(|m| m.text)
+            .collect();
+        assert_eq!(texts, vec!["还在吗", "您好，我是客服小王"]);
+        assert!(q.post(a.id, Speaker::Customer, None, "late", 90).is_err());
+        // A new escalation after closing gets a new ticket.
+        assert_ne!(q.enqueue(req("a", 100)).unwrap().id, a.id);
+    }
+
+    #[test]
+    fn cancel_and_wrong_transitions() {
+        let (_d, q) = queue();
+        let a = q.enqueue(req("a", 1)).unwrap();
+        assert!(matches!(
+            q.close(a.id, "x", None, 2),
+            Err(Error::Conflict(_))
+        ));
+        assert!(matches!(q.release(a.id, "x", 2), Err(Error::Conflict(_))));
+        q.cancel(a.id, 3).unwrap();
+        assert!(matches!(q.cancel(a.id, 4), Err(Error::Conflict(_))));
+        assert!(matches!(q.claim(a.id, "x", 4), Err(Error::Conflict(_))));
+        assert!(matches!(q.claim(999, "x", 4), Err(Error::NotFound(_))));
+        assert!(q.queued(10).unwrap().is_empty());
+    }
+
+    #[test]
+    fn racing_claims_have_exactly_one_winner() {
+        let (_d, q) = queue();
+        let q = std::sync::Arc::new(q);
+        for round in 0..20 {
+            let t = q.enqueue(req(&format!("u{round}"), round)).unwrap();
+            let winners: usize = std::thread::scope(|s| {
+                let handles: Vec<_> = (0..4)
+                    .map(|agent| {
+                        let q = q.clone();
+                        s.spawn(move || q.claim(t.id, &format!("agent{agent}"), round).is_ok())
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| usize::from(h.join().unwrap()))
+                    .sum()
+            });
+            assert_eq!(winners, 1, "round {round}");
+        }
+    }
+
+    #[test]
+    fn timeouts_notify_once_or_return_to_bot() {
+        let (_d, q) = queue();
+        let a = q.enqueue(req("a", 0)).unwrap();
+        let b = q.enqueue(req("b", 500)).unwrap();
+        let expired = q.expire(700, 600, false).unwrap();
+        assert_eq!(expired.iter().map(|t| t.id).collect::<Vec<_>>(), vec![a.id]);
+        assert!(q.expire(800, 600, false).unwrap().is_empty(), "told once");
+        assert_eq!(q.position(a.id).unwrap(), Some(1), "still queued");
+        let returned = q.expire(1200, 600, true).unwrap();
+        assert_eq!(returned[0].id, b.id);
+        assert!(matches!(returned[0].state, TicketState::Returned { .. }));
+        assert!(q.open_ticket_for(&b.customer).unwrap().is_none());
+    }
+
+    #[test]
+    fn agents_need_a_known_token() {
+        let agents = Agents::new(vec![Agent {
+            id: "a1".into(),
+            name: "小王".into(),
+            token: "0123456789abcdef-secret".into(),
+            groups: vec![],
+        }])
+        .unwrap();
+        assert_eq!(
+            agents.authenticate("0123456789abcdef-secret").unwrap().id,
+            "a1"
+        );
+        assert!(agents.authenticate("0123456789abcdef-secreT").is_err());
+        assert!(agents.authenticate("").is_err());
+        assert!(Agents::default().authenticate("anything").is_err());
+        assert!(Agents::new(vec![Agent {
+            id: "x".into(),
+            name: "x".into(),
+            token: "short".into(),
+            groups: vec![]
+        }])
+        .is_err());
+    }
+}

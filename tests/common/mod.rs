@@ -1,0 +1,58 @@
+//! Shared set-up: an engine on the bundled knowledge base and intents, with a real sled
+//! store in a temp dir.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use kefu::config::EngineConfig;
+use kefu::engine::{Engine, InboundMessage, Reply};
+use kefu::knowledge::KnowledgeBase;
+
+pub fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+pub fn engine(data: &Path) -> Engine {
+    engine_with(data, EngineConfig::default())
+}
+
+pub fn engine_with(data: &Path, config: EngineConfig) -> Engine {
+    Engine::open(
+        &repo("knowledge-base"),
+        &repo("intents"),
+        Some(data),
+        config,
+    )
+    .expect("engine starts on the bundled content")
+}
+
+pub fn bundled_kb() -> KnowledgeBase {
+    KnowledgeBase::load_dir(&repo("knowledge-base")).expect("bundled knowledge base loads")
+}
+
+/// 2026-11-24 10:00 Beijing time.
+pub const MORNING: i64 = 1_795_485_600;
+
+pub fn msg(user: &str, text: &str, at: i64) -> InboundMessage {
+    InboundMessage {
+        tenant: "bank".into(),
+        branch: None,
+        user: user.into(),
+        channel: "test".into(),
+        text: text.into(),
+        message_id: None,
+        at,
+    }
+}
+
+pub fn say(engine: &Engine, user: &str, text: &str, at: i64) -> Reply {
+    engine
+        .handle(&msg(user, text, at))
+        .unwrap_or_else(|e| panic!("{text}: {e}"))
+}
+
+/// The question text of an entry id, to check which entry a number picked.
+pub fn question_of(kb: &KnowledgeBase, id: &str) -> String {
+    let i = kb.index_of(id).unwrap_or_else(|| panic!("no entry {id}"));
+    kb.get(i).map(|e| e.question.clone()).unwrap_or_default()
+}
