@@ -1,0 +1,203 @@
+//! The `kefu` binary as people run it: piped chat, `kb check`, `eval`, `report`.
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+use common::repo;
+
+fn kefu(args: &[&str], stdin: &[u8], cwd: &std::path::Path) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kefu"))
+        .args(args)
+        .current_dir(cwd)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run kefu");
+    let mut input = child.stdin.take().unwrap();
+    let stdin = stdin.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = input.write_all(&stdin);
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    out
+}
+
+fn chat(stdin: &[u8]) -> (String, tempfile::TempDir) {
+    let data = tempfile::tempdir().unwrap();
+    let kb = repo("knowledge-base");
+    let intents = repo("intents");
+    let out = kefu(
+        &[
+            "chat",
+            "--kb",
+            kb.to_str().unwrap(),
+            "--intents",
+            intents.to_str().unwrap(),
+            "--data",
+            data.path().join("store").to_str().unwrap(),
+        ],
+        stdin,
+        data.path(),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (String::from_utf8(out.stdout).unwrap(), data)
+}
+
+#[test]
+fn piped_chat_answers_then_answers_the_picked_related_question() {
+    let (out, _d) = chat("银行卡丢了怎么办\n2\n".as_bytes());
+    assert!(out.contains("您可能还想问：\n1. "), "{out}");
+    // The second related question of the first answer is what the second reply answers.
+    let first_menu = out.split("您可能还想问：\n").nth(1).unwrap();
+    let second_label = first_menu.lines().nth(1).unwrap().trim_start_matches("2. ");
+    let kb = common::bundled_kb();
+    let picked = kb
+        .entries()
+        .iter()
+        .find(|e| e.question == second_label)
+        .unwrap();
+    assert_ne!(picked.id, "card-lost");
+    assert!(out.contains(picked.answer.lines().next().unwrap()), "{out}");
+}
+
+#[test]
+fn piped_chat_survives_invalid_utf8_huge_lines_and_crlf() {
+    let mut input = b"\xff\xfe\xfa\n".to_vec();
+    input.extend(std::iter::repeat_n(b'a', 200 * 1024));
+    input.extend(b"\n\xe4\xbd\xa0\xe5\xa5\xbd\r\n"); // 你好 with CRLF
+    let (out, _d) = chat(&input);
+    assert!(out.contains("UTF-8"), "{out}");
+    assert!(out.contains("超过了64 KB"), "{out}");
+    assert!(out.contains("您好，我是智能客服"), "{out}");
+}
+
+#[test]
+fn kb_check_passes_the_bundled_content_and_fails_a_broken_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let kb = repo("knowledge-base");
+    let intents = repo("intents");
+    let ok = kefu(
+        &[
+            "kb",
+            "check",
+            kb.to_str().unwrap(),
+            "--intents",
+            intents.to_str().unwrap(),
+        ],
+        b"",
+        tmp.path(),
+    );
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&ok.stdout);
+    assert!(
+        stdout.contains("entries") && stdout.contains("intents"),
+        "{stdout}"
+    );
+
+    std::fs::write(
+        tmp.path().join("bad.csv"),
+        "\u{feff}id,question,answer\r\nx,银行卡丢了怎么办,\r\ny,\"unterminated,\r\n",
+    )
+    .unwrap();
+    let bad = kefu(
+        &["kb", "check", tmp.path().to_str().unwrap()],
+        b"",
+        tmp.path(),
+    );
+    assert!(!bad.status.success());
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        stderr.contains("bad.csv:2:3: entry \"x\" has an empty answer"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn eval_prints_json_with_the_documented_keys() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(
+        tmp.path().join("faq.tsv"),
+        "id\tquestion\tsimilar\nA\t银行卡丢了怎么办\t卡丢了|卡不见了\nB\t转账限额是多少\t\n",
+    )
+    .unwrap();
+    std::fs::write(
+        tmp.path().join("q.tsv"),
+        "query\tgold_id\n我的卡丢了\tA\n一天转账最多多少\tB\n",
+    )
+    .unwrap();
+    let out = kefu(
+        &["eval", "--faq", "faq.tsv", "--queries", "q.tsv", "--json"],
+        b"",
+        tmp.path(),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for k in [
+        "entries",
+        "queries",
+        "recall@1",
+        "recall@3",
+        "recall@10",
+        "mrr@10",
+        "queries_per_second",
+        "p50_ms",
+        "p99_ms",
+    ] {
+        assert!(v.get(k).is_some(), "missing {k} in {v}");
+    }
+    assert_eq!(v["queries"], 2);
+
+    std::fs::write(
+        tmp.path().join("p.tsv"),
+        "question1\tquestion2\tlabel\n卡丢了\t银行卡丢了\t1\n卡丢了\t转账限额\t0\n",
+    )
+    .unwrap();
+    let out = kefu(&["eval", "--pairs", "p.tsv", "--json"], b"", tmp.path());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["roc_auc"], 1.0);
+
+    let missing = kefu(
+        &["eval", "--faq", "nope.tsv", "--queries", "q.tsv"],
+        b"",
+        tmp.path(),
+    );
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("nope.tsv"));
+}
+
+#[test]
+fn report_lists_unanswered_questions_from_a_chat() {
+    let (_, dir) = chat("数字人民币钱包怎么开通\n数字人民币钱包怎么开\n".as_bytes());
+    let store = dir.path().join("store");
+    let kb = repo("knowledge-base");
+    let out = kefu(
+        &[
+            "report",
+            "unanswered",
+            "--data",
+            store.to_str().unwrap(),
+            "--kb",
+            kb.to_str().unwrap(),
+        ],
+        b"",
+        dir.path(),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("    2  数字人民币钱包怎么开"), "{stdout}");
+}
