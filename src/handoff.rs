@@ -563,8 +563,8 @@ impl Agents {
         for a in &self.agents {
             let (x, y) = (a.token.as_bytes(), token.as_bytes());
             let mut diff = x.len() ^ y.len();
-            for i in 0..x.len() {
-                diff |= usize::from(x[i] ^ y.get(i).copied().unwrap_or(0));
+            for (i, byte) in x.iter().enumerate() {
+                diff |= usize::from(byte ^ y.get(i).copied().unwrap_or(0));
             }
             if diff == 0 {
                 found = Some(a);
