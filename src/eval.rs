@@ -323,6 +323,16 @@ pub struct PairReport {
     pub accuracy: f64,
     pub best_threshold: f32,
     pub best_accuracy: f64,
+    /// At the configured threshold: share of same-meaning pairs accepted, and share of
+    /// different-meaning pairs accepted. Unlike accuracy these do not depend on the
+    /// share of positives, which differs between a fold (cross-fold negatives are
+    /// dropped) and the full set.
+    pub true_positive_rate: f64,
+    pub false_positive_rate: f64,
+    /// The threshold with the best balanced accuracy (mean of both rates' successes),
+    /// i.e. the best accuracy at equal priors; the basis of `retrieval.uncertain`.
+    pub balanced_threshold: f32,
+    pub balanced_accuracy: f64,
     pub fold: Option<String>,
 }
 
@@ -344,13 +354,13 @@ pub fn pairs(
             )
         })
         .collect();
-    let idf = Idf::from_docs(prepared.iter().flat_map(|(a, b, _)| [a.words(), b.words()]));
+    let idf = Idf::from_prepared(prepared.iter().flat_map(|(a, b, _)| [a, b]));
     let mut scored: Vec<(f32, bool)> = prepared
         .iter()
         .map(|(a, b, same)| {
             // Average both directions: the coverage features are asymmetric.
-            let ab = text_features(a, b, &idf).similarity(&config.weights);
-            let ba = text_features(b, a, &idf).similarity(&config.weights);
+            let ab = text_features(a, b, &idf).similarity(&config.similarity_weights);
+            let ba = text_features(b, a, &idf).similarity(&config.similarity_weights);
             ((ab + ba) / 2.0, *same)
         })
         .collect();
@@ -385,6 +395,30 @@ pub fn pairs(
             (best_threshold, best_accuracy) = (*s, a);
         }
     }
+    let rate = |n: usize, of: usize| n as f64 / of.max(1) as f64;
+    let accepted = |t: f32, same: bool| {
+        scored
+            .iter()
+            .filter(|(s, sm)| *s >= t && *sm == same)
+            .count()
+    };
+    // `scored` is ascending: before index i everything is rejected at threshold scored[i].
+    let (mut balanced_threshold, mut balanced_accuracy) = (0.0, 0.0);
+    let (mut rejected_pos, mut rejected_neg) = (0usize, 0usize);
+    for (i, (s, same)) in scored.iter().enumerate() {
+        if i == 0 || scored[i - 1].0 < *s {
+            let b =
+                (rate(positives - rejected_pos, positives) + rate(rejected_neg, negatives)) / 2.0;
+            if b > balanced_accuracy {
+                (balanced_threshold, balanced_accuracy) = (*s, b);
+            }
+        }
+        if *same {
+            rejected_pos += 1;
+        } else {
+            rejected_neg += 1;
+        }
+    }
     PairReport {
         pairs: scored.len(),
         positives,
@@ -393,6 +427,10 @@ pub fn pairs(
         accuracy: accuracy_at(config.confident),
         best_threshold,
         best_accuracy,
+        true_positive_rate: rate(accepted(config.confident, true), positives),
+        false_positive_rate: rate(accepted(config.confident, false), negatives),
+        balanced_threshold,
+        balanced_accuracy,
         fold: fold.map(|f| format!("{}/{}", f.index, f.count)),
     }
 }

@@ -77,9 +77,14 @@ enum Command {
     },
     /// Measures recall (--faq/--queries) or pair similarity (--pairs) on a question set.
     Eval {
-        #[arg(long, requires = "queries")]
+        /// A benchmark FAQ (`id`, `question`, `similar` TSV).
+        #[arg(long, requires = "queries", conflicts_with = "kb")]
         faq: Option<PathBuf>,
-        #[arg(long, requires = "faq")]
+        /// A knowledge-base directory, to measure recall on your own content.
+        #[arg(long, requires = "queries")]
+        kb: Option<PathBuf>,
+        /// Labelled queries (`query`, `gold_id` TSV).
+        #[arg(long)]
         queries: Option<PathBuf>,
         #[arg(long, conflicts_with_all = ["faq", "queries"])]
         pairs: Option<PathBuf>,
@@ -193,14 +198,22 @@ fn run(cli: Cli) -> Result<std::process::ExitCode> {
         } => ask(&kb, &question, explain, branch.as_deref()),
         Command::Eval {
             faq,
+            kb,
             queries,
             pairs,
             fold,
             json,
-        } => match (faq, queries, pairs) {
-            (Some(faq), Some(queries), None) => eval_recall(&faq, &queries, fold, json),
-            (None, None, Some(pairs)) => eval_pairs(&pairs, fold, json),
-            _ => anyhow::bail!("give --faq and --queries, or --pairs"),
+        } => match (faq, kb, queries, pairs) {
+            (Some(faq), None, Some(queries), None) => {
+                let r = eval::retriever_for_faq(&faq, RetrievalConfig::default())
+                    .with_context(|| format!("cannot load {}", faq.display()))?;
+                eval_recall(&r, &queries, fold, json)
+            }
+            (None, Some(kb), Some(queries), None) => {
+                eval_recall(&load_retriever(&kb)?, &queries, fold, json)
+            }
+            (None, None, None, Some(pairs)) => eval_pairs(&pairs, fold, json),
+            _ => anyhow::bail!("give --faq (or --kb) with --queries, or --pairs"),
         },
     }
 }
@@ -310,17 +323,15 @@ fn progress_bar(len: usize) -> indicatif::ProgressBar {
 }
 
 fn eval_recall(
-    faq: &Path,
+    r: &Retriever,
     queries: &Path,
     fold: Option<Fold>,
     json: bool,
 ) -> Result<std::process::ExitCode> {
-    let r = eval::retriever_for_faq(faq, RetrievalConfig::default())
-        .with_context(|| format!("cannot load {}", faq.display()))?;
     let qs = eval::load_queries(queries)
         .with_context(|| format!("cannot load {}", queries.display()))?;
     let bar = progress_bar(qs.len());
-    let report = eval::recall(&r, &qs, fold, |n| bar.set_position(n as u64))?;
+    let report = eval::recall(r, &qs, fold, |n| bar.set_position(n as u64))?;
     bar.finish_and_clear();
     if json {
         println!("{}", serde_json::to_string(&report)?);

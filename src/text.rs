@@ -76,6 +76,81 @@ const STOPWORDS: &[&str] = &[
     "及", "或", "也", "又", "吧", "呐", "咯", "喔", "哟",
 ];
 
+/// Words that make a sentence a question but say nothing about its topic. Kept in the
+/// index (they help ranking near-identical phrasings) but never enough, alone, to call
+/// two questions related.
+const QUESTION_WORDS: &[&str] = &[
+    "怎么",
+    "怎么办",
+    "怎样",
+    "怎么样",
+    "如何",
+    "什么",
+    "是什么",
+    "为什么",
+    "为啥",
+    "啥",
+    "咋",
+    "咋办",
+    "咋整",
+    "多少",
+    "多久",
+    "多长时间",
+    "哪里",
+    "哪儿",
+    "在哪",
+    "在哪里",
+    "哪个",
+    "哪些",
+    "几",
+    "可以",
+    "能",
+    "能不能",
+    "可不可以",
+    "是不是",
+    "有没有",
+    "会不会",
+    "要不要",
+    "需要",
+    "有",
+    "没有",
+    "不",
+    "办",
+    "弄",
+    "怎么弄",
+    "做",
+    "还",
+    "会",
+    "吗",
+    "呢",
+    "了",
+    "请",
+    "帮",
+    "帮我",
+    "一下",
+    "告诉",
+    "知道",
+    "问",
+    "问问",
+    "想问",
+    "这",
+    "那",
+    "哪",
+    "多",
+    "该",
+    "应该",
+    "今天",
+    "现在",
+    "最近",
+    "目前",
+    "一般",
+    "平时",
+];
+
+pub fn is_question_word(word: &str) -> bool {
+    QUESTION_WORDS.contains(&word) || STOPWORDS.contains(&word)
+}
+
 /// Synonym groups from `knowledge-base/synonyms.txt`: every word maps to its group's
 /// first (canonical) word, at index time and at query time alike, so "还钱" finds
 /// questions written with "还款".

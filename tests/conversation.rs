@@ -143,7 +143,7 @@ fn repeated_fallbacks_lead_to_an_offer_of_a_person() {
         "the fallback is honest and offers a person"
     );
     assert!(first.options.is_empty());
-    let second = say(&e, "u", "火星上有没有网点呀外星人", MORNING + 1);
+    let second = say(&e, "u", "给我讲个笑话吧", MORNING + 1);
     assert_eq!(second.kind, ReplyKind::Fallback);
     assert_eq!(second.options.len(), 1);
     assert_eq!(second.options[0].label, "转人工客服");
