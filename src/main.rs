@@ -91,6 +91,9 @@ enum Command {
         /// Use one fold of the data, split by cluster: `0/2` or `1/2`.
         #[arg(long, value_parser = parse_fold)]
         fold: Option<Fold>,
+        /// Evaluate the `[retrieval]` settings of this configuration file.
+        #[arg(long)]
+        config: Option<PathBuf>,
         #[arg(long)]
         json: bool,
     },
@@ -202,19 +205,30 @@ fn run(cli: Cli) -> Result<std::process::ExitCode> {
             queries,
             pairs,
             fold,
+            config,
             json,
-        } => match (faq, kb, queries, pairs) {
-            (Some(faq), None, Some(queries), None) => {
-                let r = eval::retriever_for_faq(&faq, RetrievalConfig::default())
-                    .with_context(|| format!("cannot load {}", faq.display()))?;
-                eval_recall(&r, &queries, fold, json)
+        } => {
+            let retrieval = match config {
+                Some(p) => {
+                    EngineConfig::load(&p)
+                        .with_context(|| format!("configuration {} is invalid", p.display()))?
+                        .retrieval
+                }
+                None => RetrievalConfig::default(),
+            };
+            match (faq, kb, queries, pairs) {
+                (Some(faq), None, Some(queries), None) => {
+                    let r = eval::retriever_for_faq(&faq, retrieval)
+                        .with_context(|| format!("cannot load {}", faq.display()))?;
+                    eval_recall(&r, &queries, fold, json)
+                }
+                (None, Some(kb), Some(queries), None) => {
+                    eval_recall(&load_retriever(&kb, retrieval)?, &queries, fold, json)
+                }
+                (None, None, None, Some(pairs)) => eval_pairs(&pairs, fold, &retrieval, json),
+                _ => anyhow::bail!("give --faq (or --kb) with --queries, or --pairs"),
             }
-            (None, Some(kb), Some(queries), None) => {
-                eval_recall(&load_retriever(&kb)?, &queries, fold, json)
-            }
-            (None, None, None, Some(pairs)) => eval_pairs(&pairs, fold, json),
-            _ => anyhow::bail!("give --faq (or --kb) with --queries, or --pairs"),
-        },
+        }
     }
 }
 
@@ -262,10 +276,10 @@ fn kb_check(dir: &Path, intents: &Path) -> Result<std::process::ExitCode> {
     })
 }
 
-fn load_retriever(dir: &Path) -> Result<Retriever> {
+fn load_retriever(dir: &Path, config: RetrievalConfig) -> Result<Retriever> {
     let kb = KnowledgeBase::load_dir(dir)
         .with_context(|| format!("knowledge base {} did not load", dir.display()))?;
-    Ok(Retriever::new(Arc::new(kb), RetrievalConfig::default())?)
+    Ok(Retriever::new(Arc::new(kb), config)?)
 }
 
 fn ask(
@@ -274,7 +288,7 @@ fn ask(
     explain: bool,
     branch: Option<&str>,
 ) -> Result<std::process::ExitCode> {
-    let r = load_retriever(dir)?;
+    let r = load_retriever(dir, RetrievalConfig::default())?;
     let audience = Audience {
         branch,
         today: time::OffsetDateTime::now_utc().date(),
@@ -362,15 +376,19 @@ fn eval_recall(
     Ok(std::process::ExitCode::SUCCESS)
 }
 
-fn eval_pairs(path: &Path, fold: Option<Fold>, json: bool) -> Result<std::process::ExitCode> {
+fn eval_pairs(
+    path: &Path,
+    fold: Option<Fold>,
+    config: &RetrievalConfig,
+    json: bool,
+) -> Result<std::process::ExitCode> {
     let mut pairs =
         eval::load_pairs(path).with_context(|| format!("cannot load {}", path.display()))?;
     if let Some(f) = fold {
         pairs = eval::pairs_in_fold(&pairs, f);
     }
-    let config = RetrievalConfig::default();
     let analyzer = kefu::text::Analyzer::default();
-    let report = eval::pairs(&analyzer, &config, &pairs, fold);
+    let report = eval::pairs(&analyzer, config, &pairs, fold);
     if json {
         println!("{}", serde_json::to_string(&report)?);
     } else {

@@ -144,6 +144,10 @@ pub struct RetrievalConfig {
     pub related: usize,
     /// Numbered candidates when asking back.
     pub clarify: usize,
+    /// Character grams found in more than this share of questions are left out of the
+    /// BM25 query (words never are). Measured with `kefu eval` and
+    /// `cargo bench --bench query_latency`: see the README.
+    pub gram_df_cutoff: f32,
     /// Field boosts for BM25.
     pub boost_grams: f32,
     pub boost_keywords: f32,
@@ -173,6 +177,7 @@ impl Default for RetrievalConfig {
             // (measured at 0.20): TPR 0.70, FPR 0.29, balanced accuracy 0.71.
             uncertain: 0.19,
             branch_bonus: 0.05,
+            gram_df_cutoff: 0.05,
             related: 3,
             clarify: 4,
             boost_grams: 0.6,
@@ -701,10 +706,17 @@ impl Retriever {
             clauses.push(term(f.keywords, w, c.boost_keywords));
             clauses.push(term(f.answer, w, c.boost_answer));
         }
-        for g in &query.grams {
-            clauses.push(term(f.grams, g, c.boost_grams));
-        }
         let searcher = self.reader.searcher();
+        // A character in most questions (怎, 么, 的 …) adds almost nothing to BM25 but
+        // makes the query visit most postings: long questions on large knowledge bases
+        // spent most of their time there.
+        let max_df = (c.gram_df_cutoff * searcher.num_docs() as f32).max(50.0) as u64;
+        for g in &query.grams {
+            let t = Term::from_field_text(f.grams, g);
+            if searcher.doc_freq(&t)? <= max_df {
+                clauses.push(term(f.grams, g, c.boost_grams));
+            }
+        }
         let hits = searcher.search(
             &BooleanQuery::new(clauses),
             &TopDocs::with_limit(c.bm25_depth).order_by_score(),
