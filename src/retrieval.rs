@@ -11,7 +11,7 @@
 //! Not here: what to say to the customer (see `engine`), which questions are intents
 //! (see `intents`).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -252,12 +252,58 @@ pub struct Prepared {
     chars: Vec<char>,
     words: Vec<String>,
     /// Character unigrams and bigrams (see [`crate::text::char_grams`]).
-    grams: HashSet<String>,
+    grams: Terms,
     /// The unigrams alone (a subset of `grams`).
-    unigrams: HashSet<String>,
+    unigrams: Terms,
     /// Content words and their character bigrams: what the text is *about*, without
     /// the question words (怎么办, 是什么, 多少) that every question shares.
-    topic: HashSet<String>,
+    topic: Terms,
+}
+
+/// A sorted, de-duplicated set of terms. Intersections are merges and float sums run in
+/// a fixed order, so the same input scores bit-identically in every process: with
+/// `HashSet` (randomized iteration order) sums differed in the last bit between runs
+/// and broke ties differently.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Terms(Vec<String>);
+
+impl Terms {
+    pub fn new(mut terms: Vec<String>) -> Self {
+        terms.sort_unstable();
+        terms.dedup();
+        Terms(terms)
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(String::as_str)
+    }
+
+    /// Terms in both sets, in sorted order.
+    pub fn common<'a>(&'a self, other: &'a Terms) -> impl Iterator<Item = &'a str> {
+        let (mut i, mut j) = (0, 0);
+        std::iter::from_fn(move || {
+            while i < self.0.len() && j < other.0.len() {
+                match self.0[i].cmp(&other.0[j]) {
+                    std::cmp::Ordering::Less => i += 1,
+                    std::cmp::Ordering::Greater => j += 1,
+                    std::cmp::Ordering::Equal => {
+                        i += 1;
+                        j += 1;
+                        return Some(self.0[i - 1].as_str());
+                    }
+                }
+            }
+            None
+        })
+    }
 }
 
 impl Prepared {
@@ -266,30 +312,30 @@ impl Prepared {
         let mut words = analyzer.words(&normalized);
         words.sort();
         words.dedup();
-        let mut grams = HashSet::new();
-        let mut unigrams = HashSet::new();
+        let mut grams = Vec::new();
+        let mut unigrams = Vec::new();
         for units in char_units(&normalized) {
             for (i, u) in units.iter().enumerate() {
                 if let Some(next) = units.get(i + 1) {
-                    grams.insert(format!("{u}{next}"));
+                    grams.push(format!("{u}{next}"));
                 }
-                grams.insert(u.clone());
-                unigrams.insert(u.clone());
+                grams.push(u.clone());
+                unigrams.push(u.clone());
             }
         }
-        let mut topic = HashSet::new();
+        let mut topic = Vec::new();
         for w in words.iter().filter(|w| !is_question_word(w)) {
             let chars: Vec<char> = w.chars().collect();
             for pair in chars.windows(2) {
-                topic.insert(pair.iter().collect::<String>());
+                topic.push(pair.iter().collect::<String>());
             }
-            topic.insert(w.clone());
+            topic.push(w.clone());
         }
         Prepared {
             chars: normalized.chars().filter(|c| *c != ' ').collect(),
-            grams,
-            unigrams,
-            topic,
+            grams: Terms::new(grams),
+            unigrams: Terms::new(unigrams),
+            topic: Terms::new(topic),
             words,
         }
     }
@@ -297,7 +343,7 @@ impl Prepared {
     /// Whether the two texts share a topic: a content word, or a content bigram (so a
     /// typo like 微粒货 still shares 微粒 with 微粒贷).
     pub fn shares_topic(&self, other: &Prepared) -> bool {
-        !self.topic.is_disjoint(&other.topic)
+        self.topic.common(&other.topic).next().is_some()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -357,7 +403,7 @@ impl Idf {
     /// Counts word and gram document frequencies over prepared texts.
     pub fn from_prepared<'a>(docs: impl IntoIterator<Item = &'a Prepared> + Clone) -> Self {
         let (idf, unseen) = idf_table(docs.clone().into_iter().map(|p| p.words.iter()));
-        let (grams, unseen_gram) = idf_table(docs.into_iter().map(|p| p.grams.iter()));
+        let (grams, unseen_gram) = idf_table(docs.into_iter().map(|p| p.grams.0.iter()));
         Idf {
             idf,
             unseen,
@@ -377,35 +423,49 @@ impl Idf {
 }
 
 /// `2·|a∩b| / (|a|+|b|)`, 0 for two empty sets.
-fn dice(a: &HashSet<String>, b: &HashSet<String>) -> f32 {
+fn dice(a: &Terms, b: &Terms) -> f32 {
     if a.is_empty() && b.is_empty() {
         return 0.0;
     }
-    2.0 * a.intersection(b).count() as f32 / (a.len() + b.len()) as f32
+    2.0 * a.common(b).count() as f32 / (a.len() + b.len()) as f32
 }
 
 /// Text-to-text features (everything but BM25 and keywords).
 pub fn text_features(q: &Prepared, c: &Prepared, idf: &Idf) -> Features {
     let grams = dice(&q.grams, &c.grams);
     let unigrams = dice(&q.unigrams, &c.unigrams);
-    let gram_mass = |gs: &HashSet<String>| gs.iter().map(|g| idf.gram(g)).sum::<f32>();
-    let common_gram_mass: f32 = q.grams.intersection(&c.grams).map(|g| idf.gram(g)).sum();
+    let gram_mass = |gs: &Terms| gs.iter().map(|g| idf.gram(g)).sum::<f32>();
+    let common_gram_mass: f32 = q.grams.common(&c.grams).map(|g| idf.gram(g)).sum();
     let all_gram_mass = gram_mass(&q.grams) + gram_mass(&c.grams);
     let gram_idf = if all_gram_mass > 0.0 {
         (2.0 * common_gram_mass / all_gram_mass).min(1.0)
     } else {
         0.0
     };
-    let c_words: HashSet<&str> = c.words.iter().map(String::as_str).collect();
-    let q_words: HashSet<&str> = q.words.iter().map(String::as_str).collect();
-    let common: Vec<&str> = q_words.intersection(&c_words).copied().collect();
-    let union = q_words.union(&c_words).count();
+    // `words` are sorted and de-duplicated (see `Prepared::new`).
+    let (q_words, c_words) = (&q.words, &c.words);
+    let common: Vec<&str> = {
+        let (mut i, mut j, mut out) = (0, 0, Vec::new());
+        while i < q_words.len() && j < c_words.len() {
+            match q_words[i].cmp(&c_words[j]) {
+                std::cmp::Ordering::Less => i += 1,
+                std::cmp::Ordering::Greater => j += 1,
+                std::cmp::Ordering::Equal => {
+                    out.push(q_words[i].as_str());
+                    i += 1;
+                    j += 1;
+                }
+            }
+        }
+        out
+    };
+    let union = q_words.len() + c_words.len() - common.len();
     let words = if union == 0 {
         0.0
     } else {
         common.len() as f32 / union as f32
     };
-    let mass = |ws: &HashSet<&str>| ws.iter().map(|w| idf.get(w)).sum::<f32>();
+    let mass = |ws: &[String]| ws.iter().map(|w| idf.get(w)).sum::<f32>();
     let common_mass: f32 = common.iter().map(|w| idf.get(w)).sum();
     let ratio = |m: f32| {
         if m > 0.0 {
@@ -432,8 +492,8 @@ pub fn text_features(q: &Prepared, c: &Prepared, idf: &Idf) -> Features {
         length,
         words,
         edit,
-        query_cover: ratio(mass(&q_words)),
-        candidate_cover: ratio(mass(&c_words)),
+        query_cover: ratio(mass(q_words)),
+        candidate_cover: ratio(mass(c_words)),
         keyword: 0.0,
     }
 }
@@ -711,7 +771,7 @@ impl Retriever {
         // makes the query visit most postings: long questions on large knowledge bases
         // spent most of their time there.
         let max_df = (c.gram_df_cutoff * searcher.num_docs() as f32).max(50.0) as u64;
-        for g in &query.grams {
+        for g in query.grams.iter() {
             let t = Term::from_field_text(f.grams, g);
             if searcher.doc_freq(&t)? <= max_df {
                 clauses.push(term(f.grams, g, c.boost_grams));
@@ -893,6 +953,26 @@ mod tests {
         for q in ["今天天气真好", "", "😀😀", "？？？"] {
             let ranking = r.rank(q, everyone()).unwrap();
             assert_eq!(ranking.band, Band::NoMatch, "{q}: {ranking:?}");
+        }
+    }
+
+    #[test]
+    fn scores_are_bit_identical_across_independently_built_indexes() {
+        let a = retriever(sample());
+        let b = retriever(sample());
+        for q in ["银行卡丢了怎么办呢", "跨行转账要多少手续费", "密码忘了咋整"]
+        {
+            let (x, y) = (
+                a.rank(q, everyone()).unwrap(),
+                b.rank(q, everyone()).unwrap(),
+            );
+            let bits = |r: &Ranking| {
+                r.candidates
+                    .iter()
+                    .map(|c| (c.entry, c.score.to_bits(), c.similarity.to_bits()))
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(bits(&x), bits(&y), "{q}");
         }
     }
 
