@@ -335,26 +335,45 @@ impl Engine {
         stripe.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Messages from agents to the customer after `after_seq`, for the channel to deliver.
-    pub fn agent_messages(
-        &self,
-        key: &UserKey,
-        ticket: TicketId,
-        after_seq: u64,
-    ) -> Result<Vec<TicketMessage>> {
-        let t = self
+    /// Agent messages the customer has not been given yet, for the channel to deliver
+    /// (the terminal prints them after each reply; a web page polls). They join the
+    /// customer's transcript, and the delivery mark is committed before they are
+    /// returned, so each is handed out once.
+    pub fn outbox(&self, key: &UserKey) -> Result<Vec<TicketMessage>> {
+        let _turn = self.lock(key);
+        let Some(mut session) = self.store.session(key)? else {
+            return Ok(Vec::new());
+        };
+        let Some(ticket) = session.last_ticket else {
+            return Ok(Vec::new());
+        };
+        let pending: Vec<TicketMessage> = self
             .queue
-            .ticket(ticket)?
-            .ok_or_else(|| Error::NotFound(format!("hand-off ticket {ticket}")))?;
-        if &t.customer != key {
-            return Err(Error::NotFound(format!("hand-off ticket {ticket}")));
-        }
-        Ok(self
-            .queue
-            .messages(ticket, after_seq)?
+            .messages(ticket, session.delivered_seq)?
             .into_iter()
             .filter(|m| m.from == Speaker::Agent)
-            .collect())
+            .collect();
+        let Some(last) = pending.last() else {
+            return Ok(Vec::new());
+        };
+        session.delivered_seq = last.seq;
+        let turns: Vec<Turn> = pending
+            .iter()
+            .map(|m| Turn {
+                at: m.at,
+                from: Speaker::Agent,
+                text: m.text.clone(),
+                message_id: None,
+            })
+            .collect();
+        self.store.commit(TurnCommit {
+            key,
+            session: &session,
+            turns: &turns,
+            events: &[],
+            processed: None,
+        })?;
+        Ok(pending)
     }
 
     /// An agent ends a chat: the customer gets a closing line and the bot serves again.
@@ -601,6 +620,10 @@ impl TurnState<'_> {
             left_message: !open,
             now: self.msg.at,
         })?;
+        if session.last_ticket != Some(ticket.id) {
+            session.last_ticket = Some(ticket.id);
+            session.delivered_seq = 0;
+        }
         session.handoff = Some(ticket.id);
         session.menu = None;
         session.misses = 0;

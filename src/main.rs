@@ -43,6 +43,16 @@ enum Command {
         #[command(subcommand)]
         command: ReportCommand,
     },
+    /// The agent console: take escalated chats from the hand-off queue.
+    Agent {
+        #[command(flatten)]
+        setup: Setup,
+        /// The agent's token from the configuration ([[handoff.agents]]).
+        #[arg(long, global = true, env = "KEFU_AGENT_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        #[command(subcommand)]
+        command: AgentCommand,
+    },
     /// Crash-test child for the hand-off durability test (prints acknowledgements).
     #[command(hide = true)]
     Torture {
@@ -102,15 +112,15 @@ enum Command {
 /// Where the engine's content, configuration and store live.
 #[derive(clap::Args)]
 struct Setup {
-    #[arg(long, default_value = "knowledge-base")]
+    #[arg(long, global = true, default_value = "knowledge-base")]
     kb: PathBuf,
-    #[arg(long, default_value = "intents")]
+    #[arg(long, global = true, default_value = "intents")]
     intents: PathBuf,
     /// Store directory (sessions, transcripts, hand-off queue).
-    #[arg(long, default_value = "data")]
+    #[arg(long, global = true, default_value = "data")]
     data: PathBuf,
     /// Engine configuration; `kefu.toml` is used if present.
-    #[arg(long)]
+    #[arg(long, global = true)]
     config: Option<PathBuf>,
 }
 
@@ -132,6 +142,26 @@ impl Setup {
             )
         })
     }
+}
+
+#[derive(Subcommand)]
+enum AgentCommand {
+    /// Queued chats (oldest first) and the chats you hold.
+    List,
+    /// One chat: customer, reason, intent, what the bot offered, the transcript.
+    Show { ticket: u64 },
+    /// Take a chat: the given one, or the oldest queued.
+    Claim { ticket: Option<u64> },
+    /// Write to the customer of a chat you hold.
+    Reply { ticket: u64, text: String },
+    /// Put a chat you hold back in the queue, keeping its place.
+    Release { ticket: u64 },
+    /// End a chat you hold; the bot serves the customer again.
+    Close {
+        ticket: u64,
+        #[arg(long)]
+        summary: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -180,6 +210,14 @@ fn run(cli: Cli) -> Result<std::process::ExitCode> {
             user,
             branch,
         } => chat(&setup, &user, branch),
+        Command::Agent {
+            setup,
+            token,
+            command,
+        } => {
+            let token = token.context("give --token or set KEFU_AGENT_TOKEN")?;
+            agent(&setup, &token, command)
+        }
         Command::Report {
             command: ReportCommand::Unanswered { data, kb, json },
         } => report_unanswered(&data, &kb, json),
@@ -430,7 +468,6 @@ fn chat(setup: &Setup, user: &str, branch: Option<String>) -> Result<std::proces
     let mut input = stdin.lock();
     let mut out = std::io::stdout().lock();
     let key = UserKey::new("default", user);
-    let mut seen_agent_seq = 0u64;
     if interactive {
         let s = engine.knowledge_summary();
         writeln!(
@@ -438,10 +475,16 @@ fn chat(setup: &Setup, user: &str, branch: Option<String>) -> Result<std::proces
             "kefu 智能客服（知识库 {} 条）。输入问题后回车；Ctrl-D 退出。",
             s.entries
         )?;
-        write!(out, "> ")?;
-        out.flush()?;
     }
     loop {
+        // What agents wrote since the last delivery comes before the next reply.
+        for m in engine.outbox(&key)? {
+            writeln!(out, "【人工客服】{}\n", m.text)?;
+        }
+        if interactive {
+            write!(out, "> ")?;
+        }
+        out.flush()?;
         let mut line = Vec::new();
         let n = input
             .by_ref()
@@ -482,17 +525,6 @@ fn chat(setup: &Setup, user: &str, branch: Option<String>) -> Result<std::proces
             }
         };
         writeln!(out, "{reply_text}\n")?;
-        // Deliver what agents wrote since the last line.
-        if let Some(ticket) = engine.store().session(&key)?.and_then(|s| s.handoff) {
-            for m in engine.agent_messages(&key, ticket, seen_agent_seq)? {
-                seen_agent_seq = m.seq;
-                writeln!(out, "【人工客服】{}\n", m.text)?;
-            }
-        }
-        if interactive {
-            write!(out, "> ")?;
-        }
-        out.flush()?;
     }
     Ok(std::process::ExitCode::SUCCESS)
 }
@@ -631,4 +663,111 @@ fn torture(
     } else {
         std::process::ExitCode::SUCCESS
     })
+}
+
+fn agent(setup: &Setup, token: &str, command: AgentCommand) -> Result<std::process::ExitCode> {
+    use kefu::handoff::{Ticket, TicketState};
+    let engine = setup.engine()?;
+    let me = engine.agents().authenticate(token)?.id.clone();
+    let queue = engine.queue();
+    let t = now();
+    let age = |since: i64| format!("{} 分钟", ((t - since).max(0) + 59) / 60);
+    let line = |x: &Ticket| {
+        let state = match &x.state {
+            TicketState::Queued if x.left_message => "留言".to_owned(),
+            TicketState::Queued => "排队".to_owned(),
+            TicketState::Claimed { agent, .. } => format!("{agent} 接待中"),
+            TicketState::Closed { .. } => "已结束".to_owned(),
+            TicketState::Cancelled { .. } => "已取消".to_owned(),
+            TicketState::Returned { .. } => "已转回机器人".to_owned(),
+        };
+        format!(
+            "#{:<6} {:<8} 等待 {:<8} 客户 {}/{}  网点 {}  意图 {}  原因 {}",
+            x.id,
+            state,
+            age(x.enqueued_at),
+            x.customer.tenant,
+            x.customer.user,
+            x.group.as_deref().unwrap_or("-"),
+            x.intent.as_deref().unwrap_or("-"),
+            x.reason
+        )
+    };
+    let show = |x: &Ticket| -> Result<()> {
+        println!("{}", line(x));
+        if !x.candidates.is_empty() {
+            println!("机器人最后给出的选项：{}", x.candidates.join(" / "));
+        }
+        println!("—— 转人工前的对话 ——");
+        for turn in &x.transcript {
+            let who = match turn.from {
+                Speaker::Customer => "客户",
+                Speaker::Bot => "机器人",
+                Speaker::Agent => "客服",
+            };
+            println!("[{who}] {}", turn.text.replace('\n', "\n        "));
+        }
+        println!("—— 转人工后的消息 ——");
+        for m in queue.messages(x.id, 0)? {
+            let who = match m.from {
+                Speaker::Agent => m.agent.clone().unwrap_or_else(|| "客服".into()),
+                _ => "客户".into(),
+            };
+            println!("[{who}] {}", m.text);
+        }
+        Ok(())
+    };
+    let ticket = |id: u64| -> Result<Ticket> {
+        queue
+            .ticket(id)?
+            .with_context(|| format!("no hand-off ticket #{id}"))
+    };
+    match command {
+        AgentCommand::List => {
+            let queued = queue.queued(200)?;
+            println!("排队中 {} 个（最早的在前）：", queued.len());
+            for x in &queued {
+                println!("  {}", line(x));
+            }
+            let mine = queue.claimed_by(&me)?;
+            println!("{me} 正在接待 {} 个：", mine.len());
+            for x in &mine {
+                println!("  {}", line(x));
+            }
+        }
+        AgentCommand::Show { ticket: id } => show(&ticket(id)?)?,
+        AgentCommand::Claim { ticket: Some(id) } => show(&queue.claim(id, &me, t)?)?,
+        AgentCommand::Claim { ticket: None } => match queue.claim_next(&me, None, t)? {
+            Some(x) => show(&x)?,
+            None => println!("队列是空的。"),
+        },
+        AgentCommand::Reply { ticket: id, text } => {
+            if text.trim().is_empty() {
+                anyhow::bail!("the reply is empty");
+            }
+            queue.post(id, Speaker::Agent, Some(&me), &text, t)?;
+            println!("已发送给 #{id} 的客户。");
+        }
+        AgentCommand::Release { ticket: id } => {
+            queue.release(id, &me, t)?;
+            println!("#{id} 已放回队列，保持原来的位置。");
+        }
+        AgentCommand::Close {
+            ticket: id,
+            summary,
+        } => {
+            engine.close_chat(id, &me, summary.as_deref(), t)?;
+            println!("#{id} 已结束，客户回到机器人服务。");
+        }
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
 }

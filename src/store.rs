@@ -78,6 +78,11 @@ pub struct Session {
     pub last_answer: Option<String>,
     /// The hand-off ticket while the chat is queued or with an agent.
     pub handoff: Option<u64>,
+    /// The most recent ticket, open or not: an agent's closing line arrives after the
+    /// chat is back with the bot and must still reach the customer.
+    pub last_ticket: Option<u64>,
+    /// Agent messages of `last_ticket` up to this sequence number were delivered.
+    pub delivered_seq: u64,
     pub auth: AuthLevel,
     pub updated_at: i64,
 }

@@ -201,3 +201,85 @@ fn report_lists_unanswered_questions_from_a_chat() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("    2  数字人民币钱包怎么开"), "{stdout}");
 }
+
+#[test]
+fn an_agent_takes_a_chat_from_the_console_and_hands_it_back() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("kefu.toml"),
+        "[[handoff.agents]]\nid = \"a001\"\nname = \"王敏\"\ntoken = \"test-token-0123456789\"\n",
+    )
+    .unwrap();
+    let kb = repo("knowledge-base");
+    let intents = repo("intents");
+    let setup = [
+        "--kb",
+        kb.to_str().unwrap(),
+        "--intents",
+        intents.to_str().unwrap(),
+        "--data",
+        "store",
+    ];
+    let run = |args: &[&str], stdin: &[u8]| {
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend_from_slice(&setup);
+        let out = kefu(&all, stdin, dir.path());
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, out, _) = run(
+        &["chat", "--user", "c1"],
+        "信用卡年费怎么收\n转人工\n".as_bytes(),
+    );
+    assert!(ok && out.contains("排在第1位"), "{out}");
+
+    let (ok, _, err) = run(&["agent", "--token", "not-the-right-token-x", "list"], b"");
+    assert!(!ok && err.contains("unknown agent token"), "{err}");
+
+    let agent = |cmd: &[&str]| {
+        let mut args = vec!["agent", "--token", "test-token-0123456789"];
+        args.extend_from_slice(cmd);
+        run(&args, b"")
+    };
+    let (ok, out, err) = agent(&["claim"]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("a001 接待中") && out.contains("[客户] 信用卡年费怎么收"),
+        "{out}"
+    );
+    let id = out
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .trim_start_matches('#')
+        .to_owned();
+    let (ok, _, err) = agent(&[
+        "reply",
+        &id,
+        "您好，我是王敏，卡号6222021234567890123已查到",
+    ]);
+    assert!(ok, "{err}");
+    let (_, out, err) = agent(&["claim", &id]);
+    assert!(
+        err.contains("claimed, not queued"),
+        "a held chat cannot be claimed again: {out}{err}"
+    );
+
+    let (ok, out, _) = run(&["chat", "--user", "c1"], "好的\n".as_bytes());
+    assert!(ok && out.contains("（已转给人工客服）"), "{out}");
+    assert!(
+        out.contains("【人工客服】您好，我是王敏，卡号6222***********0123已查到"),
+        "{out}"
+    );
+
+    let (ok, _, err) = agent(&["close", &id, "--summary", "年费减免"]);
+    assert!(ok, "{err}");
+    let (ok, out, _) = run(&["chat", "--user", "c1"], "银行卡丢了怎么办\n".as_bytes());
+    assert!(ok, "{out}");
+    let closing = out.find("人工服务已结束").expect("closing line delivered");
+    let answer = out.find("挂失").expect("the bot answers again");
+    assert!(closing < answer, "the closing line comes first: {out}");
+}
