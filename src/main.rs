@@ -189,6 +189,15 @@ enum KbCommand {
     },
 }
 
+/// `println!` that returns the write error instead of panicking: `kefu ask … | head`
+/// closes the pipe early, and that is not a crash.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)?
+    }};
+}
+
 fn parse_fold(s: &str) -> Result<Fold, String> {
     Fold::parse(s).ok_or_else(|| format!("expected INDEX/COUNT like 0/2, got \"{s}\""))
 }
@@ -196,6 +205,12 @@ fn parse_fold(s: &str) -> Result<Fold, String> {
 fn main() -> std::process::ExitCode {
     match run(Cli::parse()) {
         Ok(code) => code,
+        Err(e)
+            if e.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe) =>
+        {
+            std::process::ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("kefu: {e:#}");
             std::process::ExitCode::FAILURE
@@ -275,7 +290,7 @@ fn kb_check(dir: &Path, intents: &Path) -> Result<std::process::ExitCode> {
     match KnowledgeBase::load_dir(dir) {
         Ok(kb) => {
             let s = kb.summary();
-            println!(
+            say!(
                 "ok: {} entries, {} similar questions, {} categories in {} files; {} user-dictionary words, {} synonyms",
                 s.entries, s.similar_questions, s.categories, s.files, s.user_words, s.synonyms
             );
@@ -294,7 +309,7 @@ fn kb_check(dir: &Path, intents: &Path) -> Result<std::process::ExitCode> {
                     .iter()
                     .map(|i| i.examples.len() + i.near_misses.len())
                     .sum();
-                println!(
+                say!(
                     "ok: {} intents, {} examples and near misses pass",
                     set.len(),
                     examples
@@ -337,7 +352,7 @@ fn ask(
         Band::Uncertain => "uncertain",
         Band::NoMatch => "no match",
     };
-    println!("band: {band}");
+    say!("band: {band}");
     let shown = if explain {
         ranking.candidates.len().min(10)
     } else {
@@ -347,7 +362,7 @@ fn ask(
         let e = r
             .entry(c.entry)
             .context("candidate outside the knowledge base")?;
-        println!(
+        say!(
             "{:>2}. [{}] {}  score {:.3}  similarity {:.3}",
             i + 1,
             e.id,
@@ -356,12 +371,36 @@ fn ask(
             c.similarity
         );
         if explain {
-            let f = &c.features;
-            println!(
-                "    bm25 {:.2} (raw {:.2})  grams {:.2}  words {:.2}  edit {:.2}  query_cover {:.2}  candidate_cover {:.2}  keyword {:.0}",
-                f.bm25, c.bm25, f.grams, f.words, f.edit, f.query_cover, f.candidate_cover, f.keyword
+            say!(
+                "    raw bm25 {:.2}  shares a content word: {}",
+                c.bm25,
+                if c.topical {
+                    "yes"
+                } else {
+                    "no (never answered or offered)"
+                }
             );
+            let (rank_w, sim_w) = (
+                r.config().weights.named(),
+                r.config().similarity_weights.named(),
+            );
+            let cells: Vec<String> = c
+                .features
+                .named()
+                .iter()
+                .zip(rank_w.iter().zip(sim_w.iter()))
+                .filter(|(_, (rw, sw))| rw.1 > 0.0 || sw.1 > 0.0)
+                .map(|((name, v), (rw, sw))| format!("{name} {v:.2} (×{:.2}/×{:.2})", rw.1, sw.1))
+                .collect();
+            say!("    {}", cells.join("  "));
         }
+    }
+    if explain {
+        let c = r.config();
+        say!(
+            "(feature value (×ranking weight/×similarity weight); bands: confident ≥ {:.2} with a lead of {:.2}, uncertain ≥ {:.2})",
+            c.confident, c.margin, c.uncertain
+        );
     }
     Ok(std::process::ExitCode::SUCCESS)
 }
@@ -386,10 +425,10 @@ fn eval_recall(
     let report = eval::recall(r, &qs, fold, |n| bar.set_position(n as u64))?;
     bar.finish_and_clear();
     if json {
-        println!("{}", serde_json::to_string(&report)?);
+        say!("{}", serde_json::to_string(&report)?);
     } else {
-        println!("entries        {}", report.entries);
-        println!(
+        say!("entries        {}", report.entries);
+        say!(
             "queries        {}{}",
             report.queries,
             report
@@ -398,14 +437,14 @@ fn eval_recall(
                 .map(|f| format!(" (fold {f})"))
                 .unwrap_or_default()
         );
-        println!("recall@1       {:.3}", report.recall_at_1);
-        println!("recall@3       {:.3}", report.recall_at_3);
-        println!("recall@10      {:.3}", report.recall_at_10);
-        println!("MRR@10         {:.3}", report.mrr_at_10);
-        println!("queries/s      {:.0}", report.queries_per_second);
-        println!("latency p50    {:.2} ms", report.p50_ms);
-        println!("latency p99    {:.2} ms", report.p99_ms);
-        println!(
+        say!("recall@1       {:.3}", report.recall_at_1);
+        say!("recall@3       {:.3}", report.recall_at_3);
+        say!("recall@10      {:.3}", report.recall_at_10);
+        say!("MRR@10         {:.3}", report.mrr_at_10);
+        say!("queries/s      {:.0}", report.queries_per_second);
+        say!("latency p50    {:.2} ms", report.p50_ms);
+        say!("latency p99    {:.2} ms", report.p99_ms);
+        say!(
             "confident      {:.1}% of queries, recall@1 {:.3} among them",
             report.confident_share * 100.0,
             report.confident_precision
@@ -428,9 +467,9 @@ fn eval_pairs(
     let analyzer = kefu::text::Analyzer::default();
     let report = eval::pairs(&analyzer, config, &pairs, fold);
     if json {
-        println!("{}", serde_json::to_string(&report)?);
+        say!("{}", serde_json::to_string(&report)?);
     } else {
-        println!(
+        say!(
             "pairs          {} ({} same meaning){}",
             report.pairs,
             report.positives,
@@ -440,14 +479,16 @@ fn eval_pairs(
                 .map(|f| format!(", fold {f}"))
                 .unwrap_or_default()
         );
-        println!("ROC-AUC        {:.3}", report.roc_auc);
-        println!(
+        say!("ROC-AUC        {:.3}", report.roc_auc);
+        say!(
             "accuracy       {:.3} at the configured threshold {:.3}",
-            report.accuracy, report.threshold
+            report.accuracy,
+            report.threshold
         );
-        println!(
+        say!(
             "best           {:.3} at threshold {:.3} (chosen on this data)",
-            report.best_accuracy, report.best_threshold
+            report.best_accuracy,
+            report.best_threshold
         );
     }
     Ok(std::process::ExitCode::SUCCESS)
@@ -537,14 +578,14 @@ fn report_unanswered(data: &Path, kb: &Path, json: bool) -> Result<std::process:
     let analyzer = kefu::text::Analyzer::new(kb.user_words(), kb.synonyms().clone());
     let groups = kefu::report::unanswered(&store.events()?, &analyzer);
     if json {
-        println!("{}", serde_json::to_string_pretty(&groups)?);
+        say!("{}", serde_json::to_string_pretty(&groups)?);
         return Ok(std::process::ExitCode::SUCCESS);
     }
     if groups.is_empty() {
-        println!("no unanswered questions recorded in {}", data.display());
+        say!("no unanswered questions recorded in {}", data.display());
     }
     for g in &groups {
-        println!(
+        say!(
             "{:>5}  {}{}",
             g.count,
             g.question,
@@ -554,7 +595,7 @@ fn report_unanswered(data: &Path, kb: &Path, json: bool) -> Result<std::process:
                 .unwrap_or_default()
         );
         for v in g.variants.iter().take(5) {
-            println!("       · {v}");
+            say!("       · {v}");
         }
     }
     Ok(std::process::ExitCode::SUCCESS)
@@ -694,26 +735,26 @@ fn agent(setup: &Setup, token: &str, command: AgentCommand) -> Result<std::proce
         )
     };
     let show = |x: &Ticket| -> Result<()> {
-        println!("{}", line(x));
+        say!("{}", line(x));
         if !x.candidates.is_empty() {
-            println!("机器人最后给出的选项：{}", x.candidates.join(" / "));
+            say!("机器人最后给出的选项：{}", x.candidates.join(" / "));
         }
-        println!("—— 转人工前的对话 ——");
+        say!("—— 转人工前的对话 ——");
         for turn in &x.transcript {
             let who = match turn.from {
                 Speaker::Customer => "客户",
                 Speaker::Bot => "机器人",
                 Speaker::Agent => "客服",
             };
-            println!("[{who}] {}", turn.text.replace('\n', "\n        "));
+            say!("[{who}] {}", turn.text.replace('\n', "\n        "));
         }
-        println!("—— 转人工后的消息 ——");
+        say!("—— 转人工后的消息 ——");
         for m in queue.messages(x.id, 0)? {
             let who = match m.from {
                 Speaker::Agent => m.agent.clone().unwrap_or_else(|| "客服".into()),
                 _ => "客户".into(),
             };
-            println!("[{who}] {}", m.text);
+            say!("[{who}] {}", m.text);
         }
         Ok(())
     };
@@ -725,39 +766,39 @@ fn agent(setup: &Setup, token: &str, command: AgentCommand) -> Result<std::proce
     match command {
         AgentCommand::List => {
             let queued = queue.queued(200)?;
-            println!("排队中 {} 个（最早的在前）：", queued.len());
+            say!("排队中 {} 个（最早的在前）：", queued.len());
             for x in &queued {
-                println!("  {}", line(x));
+                say!("  {}", line(x));
             }
             let mine = queue.claimed_by(&me)?;
-            println!("{me} 正在接待 {} 个：", mine.len());
+            say!("{me} 正在接待 {} 个：", mine.len());
             for x in &mine {
-                println!("  {}", line(x));
+                say!("  {}", line(x));
             }
         }
         AgentCommand::Show { ticket: id } => show(&ticket(id)?)?,
         AgentCommand::Claim { ticket: Some(id) } => show(&queue.claim(id, &me, t)?)?,
         AgentCommand::Claim { ticket: None } => match queue.claim_next(&me, None, t)? {
             Some(x) => show(&x)?,
-            None => println!("队列是空的。"),
+            None => say!("队列是空的。"),
         },
         AgentCommand::Reply { ticket: id, text } => {
             if text.trim().is_empty() {
                 anyhow::bail!("the reply is empty");
             }
             queue.post(id, Speaker::Agent, Some(&me), &text, t)?;
-            println!("已发送给 #{id} 的客户。");
+            say!("已发送给 #{id} 的客户。");
         }
         AgentCommand::Release { ticket: id } => {
             queue.release(id, &me, t)?;
-            println!("#{id} 已放回队列，保持原来的位置。");
+            say!("#{id} 已放回队列，保持原来的位置。");
         }
         AgentCommand::Close {
             ticket: id,
             summary,
         } => {
             engine.close_chat(id, &me, summary.as_deref(), t)?;
-            println!("#{id} 已结束，客户回到机器人服务。");
+            say!("#{id} 已结束，客户回到机器人服务。");
         }
     }
     Ok(std::process::ExitCode::SUCCESS)

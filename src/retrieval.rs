@@ -89,6 +89,22 @@ impl Default for Weights {
 }
 
 impl Weights {
+    /// Every weight by name, in the order of [`Features::named`].
+    pub fn named(&self) -> [(&'static str, f32); 10] {
+        [
+            ("bm25", self.bm25),
+            ("grams", self.grams),
+            ("unigrams", self.unigrams),
+            ("gram_idf", self.gram_idf),
+            ("length", self.length),
+            ("words", self.words),
+            ("edit", self.edit),
+            ("query_cover", self.query_cover),
+            ("candidate_cover", self.candidate_cover),
+            ("keyword", self.keyword),
+        ]
+    }
+
     /// Similarity weights (the default of [`RetrievalConfig::similarity_weights`]),
     /// chosen by coordinate ascent on ROC-AUC of
     /// `kefu eval --pairs bq/pairs.tsv --fold 0/2`: IDF-weighted gram overlap carries
@@ -203,6 +219,23 @@ pub struct Features {
 }
 
 impl Features {
+    /// Every feature by name, in the order of [`Weights::named`]: what `kefu ask
+    /// --explain` prints, kept here so a new feature cannot be left out of it.
+    pub fn named(&self) -> [(&'static str, f32); 10] {
+        [
+            ("bm25", self.bm25),
+            ("grams", self.grams),
+            ("unigrams", self.unigrams),
+            ("gram_idf", self.gram_idf),
+            ("length", self.length),
+            ("words", self.words),
+            ("edit", self.edit),
+            ("query_cover", self.query_cover),
+            ("candidate_cover", self.candidate_cover),
+            ("keyword", self.keyword),
+        ]
+    }
+
     pub fn score(&self, w: &Weights) -> f32 {
         let total = w.bm25
             + w.grams

@@ -283,3 +283,30 @@ fn an_agent_takes_a_chat_from_the_console_and_hands_it_back() {
     let answer = out.find("挂失").expect("the bot answers again");
     assert!(closing < answer, "the closing line comes first: {out}");
 }
+
+#[test]
+fn a_reader_that_stops_early_is_not_a_crash() {
+    use std::io::Read;
+    let kb = repo("knowledge-base");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kefu"))
+        .args([
+            "ask",
+            "信用卡丢了怎么办",
+            "--explain",
+            "--kb",
+            kb.to_str().unwrap(),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Read one byte and hang up, as `| head -c1` would.
+    let mut stdout = child.stdout.take().unwrap();
+    let mut first = [0u8; 1];
+    stdout.read_exact(&mut first).unwrap();
+    drop(stdout);
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(out.status.success(), "{stderr}");
+}
