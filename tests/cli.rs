@@ -287,25 +287,35 @@ fn an_agent_takes_a_chat_from_the_console_and_hands_it_back() {
 #[test]
 fn a_reader_that_stops_early_is_not_a_crash() {
     use std::io::Read;
+    let dir = tempfile::tempdir().unwrap();
     let kb = repo("knowledge-base");
+    let intents = repo("intents");
     let mut child = Command::new(env!("CARGO_BIN_EXE_kefu"))
         .args([
-            "ask",
-            "信用卡丢了怎么办",
-            "--explain",
+            "chat",
             "--kb",
             kb.to_str().unwrap(),
+            "--intents",
+            intents.to_str().unwrap(),
         ])
+        .current_dir(dir.path())
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // Read one byte and hang up, as `| head -c1` would.
+    // ~300 answers of ~500 bytes: far more than a pipe buffer holds, so the child is
+    // still writing when the reader hangs up, as `kefu chat < log | head` would.
+    let mut stdin = child.stdin.take().unwrap();
+    let feeder = std::thread::spawn(move || {
+        let _ = stdin.write_all("银行卡丢了怎么办\n".repeat(300).as_bytes());
+    });
     let mut stdout = child.stdout.take().unwrap();
     let mut first = [0u8; 1];
     stdout.read_exact(&mut first).unwrap();
     drop(stdout);
     let out = child.wait_with_output().unwrap();
+    feeder.join().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert!(out.status.success(), "{stderr}");
