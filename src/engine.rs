@@ -421,6 +421,19 @@ fn truncate_chars(s: &str, max: usize) -> std::borrow::Cow<'_, str> {
     }
 }
 
+fn entry_item(e: &crate::knowledge::Entry) -> MenuItem {
+    MenuItem::Entry {
+        id: e.id.clone(),
+        label: e.question.clone(),
+    }
+}
+
+fn handoff_item() -> MenuItem {
+    MenuItem::Handoff {
+        label: HANDOFF_LABEL.into(),
+    }
+}
+
 /// One message being decided: what it may read, and the events it produces.
 struct TurnState<'a> {
     engine: &'a Engine,
@@ -459,6 +472,22 @@ impl TurnState<'_> {
             user: self.key.user.clone(),
             kind,
         });
+    }
+
+    /// Attaches a numbered list to a reply and keeps it in the session, with its time,
+    /// so that the customer's next "2" resolves against exactly what they were shown.
+    fn offer(
+        &self,
+        session: &mut Session,
+        reply: Reply,
+        title: &str,
+        items: Vec<MenuItem>,
+    ) -> Reply {
+        session.menu = (!items.is_empty()).then(|| Menu {
+            items: items.clone(),
+            created_at: self.msg.at,
+        });
+        reply.with_options(title, &items)
     }
 
     fn decide(&mut self, session: &mut Session) -> Result<Reply> {
@@ -725,18 +754,11 @@ impl TurnState<'_> {
                                 "感谢您的评价！还有其他问题可以随时问我。",
                             )
                         } else {
-                            let items = vec![MenuItem::Handoff {
-                                label: HANDOFF_LABEL.into(),
-                            }];
-                            session.menu = Some(Menu {
-                                items: items.clone(),
-                                created_at: self.msg.at,
-                            });
-                            Reply::new(
+                            let reply = Reply::new(
                                 ReplyKind::Intent,
                                 "抱歉没能帮到您，您的反馈已记录，我们会改进这条回答。您可以换个说法再问，或选择：",
-                            )
-                            .with_options("您可以选择：", &items)
+                            );
+                            self.offer(session, reply, "您可以选择：", vec![handoff_item()])
                         }
                     }
                     None => Reply::new(ReplyKind::Intent, "感谢您的反馈！请问还有什么可以帮您？"),
@@ -771,14 +793,8 @@ impl TurnState<'_> {
                 "{what}功能正在接入中，目前请通过本行手机银行办理，或回复“转人工”由人工客服协助。"
             )
         };
-        let items = vec![MenuItem::Handoff {
-            label: HANDOFF_LABEL.into(),
-        }];
-        session.menu = Some(Menu {
-            items: items.clone(),
-            created_at: self.msg.at,
-        });
-        Reply::new(ReplyKind::Intent, text).with_options("您也可以：", &items)
+        let reply = Reply::new(ReplyKind::Intent, text);
+        self.offer(session, reply, "您也可以：", vec![handoff_item()])
     }
 
     fn welcome(&mut self, session: &mut Session) -> Reply {
@@ -808,20 +824,13 @@ impl TurnState<'_> {
         let items: Vec<MenuItem> = picks
             .into_iter()
             .filter_map(|i| kb.get(i))
-            .map(|e| MenuItem::Entry {
-                id: e.id.clone(),
-                label: e.question.clone(),
-            })
+            .map(entry_item)
             .collect();
-        session.menu = Some(Menu {
-            items: items.clone(),
-            created_at: self.msg.at,
-        });
-        Reply::new(
+        let reply = Reply::new(
             ReplyKind::Welcome,
             "您好，我是智能客服，请直接输入您的问题。需要人工服务请回复“转人工”。",
-        )
-        .with_options("大家都在问：", &items)
+        );
+        self.offer(session, reply, "大家都在问：", items)
     }
 
     fn answer(&mut self, session: &mut Session, entry: usize) -> Reply {
@@ -833,21 +842,13 @@ impl TurnState<'_> {
             .related(entry, self.audience(), r.config().related)
             .into_iter()
             .filter_map(|i| r.entry(i))
-            .map(|x| MenuItem::Entry {
-                id: x.id.clone(),
-                label: x.question.clone(),
-            })
+            .map(entry_item)
             .collect();
-        session.menu = (!items.is_empty()).then(|| Menu {
-            items: items.clone(),
-            created_at: self.msg.at,
-        });
         session.last_answer = Some(e.id.clone());
         session.misses = 0;
-        let mut reply =
-            Reply::new(ReplyKind::Answer, e.answer.clone()).with_options("您可能还想问：", &items);
+        let mut reply = Reply::new(ReplyKind::Answer, e.answer.clone());
         reply.entry = Some(e.id.clone());
-        reply
+        self.offer(session, reply, "您可能还想问：", items)
     }
 
     fn retrieve(&mut self, session: &mut Session) -> Result<Reply> {
@@ -880,35 +881,21 @@ impl TurnState<'_> {
                     .filter(|c| c.similarity >= floor)
                     .take(r.config().clarify.max(1))
                     .filter_map(|c| r.entry(c.entry))
-                    .map(|e| MenuItem::Entry {
-                        id: e.id.clone(),
-                        label: e.question.clone(),
-                    })
+                    .map(entry_item)
                     .collect();
-                session.menu = Some(Menu {
-                    items: items.clone(),
-                    created_at: self.msg.at,
-                });
                 session.misses = 0;
-                Reply::new(
+                let reply = Reply::new(
                     ReplyKind::Clarify,
                     "我不太确定您想问的是哪一个，请回复序号：",
-                )
-                .with_options("您是不是想问：", &items)
+                );
+                self.offer(session, reply, "您是不是想问：", items)
             }
             Band::NoMatch => {
                 session.misses += 1;
                 session.last_answer = None;
                 if session.misses >= self.engine.config.fallbacks_before_offer {
-                    let items = vec![MenuItem::Handoff {
-                        label: HANDOFF_LABEL.into(),
-                    }];
-                    session.menu = Some(Menu {
-                        items: items.clone(),
-                        created_at: self.msg.at,
-                    });
-                    Reply::new(ReplyKind::Fallback, OFFER_HANDOFF)
-                        .with_options("您可以选择：", &items)
+                    let reply = Reply::new(ReplyKind::Fallback, OFFER_HANDOFF);
+                    self.offer(session, reply, "您可以选择：", vec![handoff_item()])
                 } else {
                     session.menu = None;
                     Reply::new(ReplyKind::Fallback, FALLBACK)

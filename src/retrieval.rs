@@ -236,31 +236,18 @@ impl Features {
         ]
     }
 
+    /// The weighted mean of the features, in 0..=1.
     pub fn score(&self, w: &Weights) -> f32 {
-        let total = w.bm25
-            + w.grams
-            + w.unigrams
-            + w.gram_idf
-            + w.length
-            + w.words
-            + w.edit
-            + w.query_cover
-            + w.candidate_cover
-            + w.keyword;
-        if total <= 0.0 {
-            return 0.0;
+        let (mut weighted, mut total) = (0.0f32, 0.0f32);
+        for ((_, value), (_, weight)) in self.named().iter().zip(w.named().iter()) {
+            weighted += weight * value;
+            total += weight;
         }
-        (w.bm25 * self.bm25
-            + w.grams * self.grams
-            + w.unigrams * self.unigrams
-            + w.gram_idf * self.gram_idf
-            + w.length * self.length
-            + w.words * self.words
-            + w.edit * self.edit
-            + w.query_cover * self.query_cover
-            + w.candidate_cover * self.candidate_cover
-            + w.keyword * self.keyword)
-            / total
+        if total <= 0.0 {
+            0.0
+        } else {
+            weighted / total
+        }
     }
 
     /// The score without the two retrieval-only signals (BM25 rank and keywords): the
