@@ -286,8 +286,10 @@ impl Engine {
             )));
         }
         let key = UserKey::new(&msg.tenant, &msg.user);
+        // An empty id is no id: as a key it would replay one reply to every message.
+        let message_id = msg.message_id.as_deref().filter(|id| !id.is_empty());
         let _turn = self.lock(&key);
-        if let Some(id) = &msg.message_id {
+        if let Some(id) = message_id {
             if let Some(stored) = self.store.processed(&key, id)? {
                 return from_json(&stored);
             }
@@ -323,7 +325,7 @@ impl Engine {
             session: &session,
             turns: &turns,
             events: &turn.events,
-            processed: msg.message_id.as_deref().map(|id| (id, stored.as_slice())),
+            processed: message_id.map(|id| (id, stored.as_slice())),
         })?;
         Ok(reply)
     }

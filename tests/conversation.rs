@@ -130,6 +130,20 @@ fn the_same_message_id_is_processed_once() {
         engine(dir.path())
     };
     assert_eq!(restarted.handle(&m).unwrap(), first, "and after a restart");
+
+    // A channel that sends an empty id has no id: each message is its own.
+    let mut a = msg("w", "银行卡丢了怎么办", MORNING);
+    a.message_id = Some(String::new());
+    let mut b = msg("w", "转账限额是多少", MORNING + 1);
+    b.message_id = Some(String::new());
+    assert_eq!(
+        restarted.handle(&a).unwrap().entry.as_deref(),
+        Some("card-lost")
+    );
+    assert_eq!(
+        restarted.handle(&b).unwrap().entry.as_deref(),
+        Some("tf-limit")
+    );
 }
 
 #[test]
