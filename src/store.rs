@@ -213,8 +213,12 @@ impl SledStore {
         let db = std::panic::catch_unwind(|| sled::Config::new().path(dir).open())
             .map_err(|_| refuse("the store files are damaged (sled could not read them)".into()))?
             .map_err(|e| match e {
-                sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock => {
-                    refuse("another kefu process is using it".into())
+                // sled reports a held lock as a generic I/O error whose text names it.
+                sled::Error::Io(io)
+                    if io.kind() == std::io::ErrorKind::WouldBlock
+                        || io.to_string().contains("could not acquire lock") =>
+                {
+                    refuse("another kefu process is using it (one process per store)".into())
                 }
                 other => refuse(format!(
                     "the store files are damaged or unreadable: {other}"
@@ -381,6 +385,15 @@ mod tests {
             .transcript(&UserKey::new("bank", "u"))
             .unwrap()
             .is_empty());
+    }
+
+    #[test]
+    fn a_store_in_use_is_reported_as_in_use_not_damaged() {
+        let dir = tempfile::tempdir().unwrap();
+        let _first = SledStore::open(dir.path()).unwrap();
+        let err = SledStore::open(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("another kefu process is using it"), "{err}");
+        assert!(!err.contains("damaged"), "{err}");
     }
 
     #[test]
