@@ -125,8 +125,10 @@ pub trait HandoffQueue: Send + Sync {
     /// Claims a queued chat; exactly one of several racing agents wins, the others get
     /// [`Error::Conflict`].
     fn claim(&self, id: TicketId, agent: &str, now: i64) -> Result<Ticket>;
-    /// Claims the oldest queued chat (of `group`, if given).
-    fn claim_next(&self, agent: &str, group: Option<&str>, now: i64) -> Result<Option<Ticket>>;
+    /// Claims the oldest queued chat this agent may take: with `groups` (an agent's skill
+    /// groups or branches), the oldest of those groups or with no group (a branch agent
+    /// covers general chats, not other branches'); with no groups, the oldest of all.
+    fn claim_next(&self, agent: &str, groups: &[String], now: i64) -> Result<Option<Ticket>>;
     /// Appends a message. Customers may write while queued or claimed (never dropped);
     /// an agent only to a chat they hold.
     fn post(
@@ -353,10 +355,14 @@ impl HandoffQueue for SledQueue {
         )
     }
 
-    fn claim_next(&self, agent: &str, group: Option<&str>, now: i64) -> Result<Option<Ticket>> {
+    fn claim_next(&self, agent: &str, groups: &[String], now: i64) -> Result<Option<Ticket>> {
         // Another agent may win a candidate between the scan and the claim: try the next.
         for candidate in self.queued(usize::MAX)? {
-            if group.is_some() && candidate.group.as_deref() != group {
+            let allowed = match &candidate.group {
+                Some(g) => groups.is_empty() || groups.contains(g),
+                None => true,
+            };
+            if !allowed {
                 continue;
             }
             match self.claim(candidate.id, agent, now) {
@@ -693,6 +699,35 @@ mod tests {
             });
             assert_eq!(winners, 1, "round {round}");
         }
+    }
+
+    #[test]
+    fn agents_take_chats_of_their_groups_or_without_a_group() {
+        let (_d, q) = queue();
+        let mut other = req("hz", 1);
+        other.group = Some("0571".into());
+        let hz = q.enqueue(other).unwrap();
+        let mut mine = req("sz", 2);
+        mine.group = Some("0755".into());
+        let sz = q.enqueue(mine).unwrap();
+        let general = q.enqueue(req("any", 3)).unwrap();
+        let shenzhen = vec!["0755".to_owned()];
+        assert_eq!(
+            q.claim_next("sz-agent", &shenzhen, 4).unwrap().unwrap().id,
+            sz.id
+        );
+        assert_eq!(
+            q.claim_next("sz-agent", &shenzhen, 4).unwrap().unwrap().id,
+            general.id
+        );
+        assert!(
+            q.claim_next("sz-agent", &shenzhen, 4).unwrap().is_none(),
+            "not another branch's chat"
+        );
+        assert_eq!(
+            q.claim_next("head-office", &[], 5).unwrap().unwrap().id,
+            hz.id
+        );
     }
 
     #[test]

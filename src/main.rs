@@ -666,7 +666,7 @@ fn torture(
                 // Stop after a second without work: the customers are done.
                 let mut idle = 0;
                 while idle < 200 {
-                    match engine.queue().claim_next(&agent, None, now()) {
+                    match engine.queue().claim_next(&agent, &[], now()) {
                         Ok(Some(t)) => {
                             idle = 0;
                             ack(format!("claim {} {agent}", t.id));
@@ -709,7 +709,8 @@ fn torture(
 fn agent(setup: &Setup, token: &str, command: AgentCommand) -> Result<std::process::ExitCode> {
     use kefu::handoff::{Ticket, TicketState};
     let engine = setup.engine()?;
-    let me = engine.agents().authenticate(token)?.id.clone();
+    let me_agent = engine.agents().authenticate(token)?.clone();
+    let me = me_agent.id.clone();
     let queue = engine.queue();
     let t = now();
     let age = |since: i64| format!("{} 分钟", ((t - since).max(0) + 59) / 60);
@@ -778,7 +779,7 @@ fn agent(setup: &Setup, token: &str, command: AgentCommand) -> Result<std::proce
         }
         AgentCommand::Show { ticket: id } => show(&ticket(id)?)?,
         AgentCommand::Claim { ticket: Some(id) } => show(&queue.claim(id, &me, t)?)?,
-        AgentCommand::Claim { ticket: None } => match queue.claim_next(&me, None, t)? {
+        AgentCommand::Claim { ticket: None } => match queue.claim_next(&me, &me_agent.groups, t)? {
             Some(x) => show(&x)?,
             None => say!("队列是空的。"),
         },
