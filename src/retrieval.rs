@@ -30,6 +30,21 @@ use crate::text::{
     char_units, is_question_word, search_form, Analyzer, CharGramTokenizer, JiebaTokenizer,
 };
 
+/// The features in the one order that [`Features::named`], [`Weights::named`] and the
+/// weighted mean in [`Features::score`] share.
+pub const FEATURE_NAMES: [&str; 10] = [
+    "bm25",
+    "grams",
+    "unigrams",
+    "gram_idf",
+    "length",
+    "words",
+    "edit",
+    "query_cover",
+    "candidate_cover",
+    "keyword",
+];
+
 /// Weights of the re-ranking features; the score is their weighted mean.
 ///
 /// Two sets are configured: [`RetrievalConfig::weights`] orders candidates, and
@@ -91,18 +106,19 @@ impl Default for Weights {
 impl Weights {
     /// Every weight by name, in the order of [`Features::named`].
     pub fn named(&self) -> [(&'static str, f32); 10] {
-        [
-            ("bm25", self.bm25),
-            ("grams", self.grams),
-            ("unigrams", self.unigrams),
-            ("gram_idf", self.gram_idf),
-            ("length", self.length),
-            ("words", self.words),
-            ("edit", self.edit),
-            ("query_cover", self.query_cover),
-            ("candidate_cover", self.candidate_cover),
-            ("keyword", self.keyword),
-        ]
+        let values = [
+            self.bm25,
+            self.grams,
+            self.unigrams,
+            self.gram_idf,
+            self.length,
+            self.words,
+            self.edit,
+            self.query_cover,
+            self.candidate_cover,
+            self.keyword,
+        ];
+        std::array::from_fn(|i| (FEATURE_NAMES[i], values[i]))
     }
 
     /// Similarity weights (the default of [`RetrievalConfig::similarity_weights`]),
@@ -222,18 +238,19 @@ impl Features {
     /// Every feature by name, in the order of [`Weights::named`]: what `kefu ask
     /// --explain` prints, kept here so a new feature cannot be left out of it.
     pub fn named(&self) -> [(&'static str, f32); 10] {
-        [
-            ("bm25", self.bm25),
-            ("grams", self.grams),
-            ("unigrams", self.unigrams),
-            ("gram_idf", self.gram_idf),
-            ("length", self.length),
-            ("words", self.words),
-            ("edit", self.edit),
-            ("query_cover", self.query_cover),
-            ("candidate_cover", self.candidate_cover),
-            ("keyword", self.keyword),
-        ]
+        let values = [
+            self.bm25,
+            self.grams,
+            self.unigrams,
+            self.gram_idf,
+            self.length,
+            self.words,
+            self.edit,
+            self.query_cover,
+            self.candidate_cover,
+            self.keyword,
+        ];
+        std::array::from_fn(|i| (FEATURE_NAMES[i], values[i]))
     }
 
     /// The weighted mean of the features, in 0..=1.
