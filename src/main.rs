@@ -535,9 +535,7 @@ fn chat(setup: &Setup, user: &str, branch: Option<String>) -> Result<std::proces
             break;
         }
         let reply_text = if !line.ends_with(b"\n") && n as u64 == MAX_LINE_BYTES {
-            // Skip the rest of the oversized line.
-            let mut rest = Vec::new();
-            input.read_until(b'\n', &mut rest)?;
+            skip_line(&mut input)?;
             format!(
                 "您的消息超过了{} KB，请用一两句话描述您的问题。",
                 MAX_LINE_BYTES / 1024
@@ -568,6 +566,26 @@ fn chat(setup: &Setup, user: &str, branch: Option<String>) -> Result<std::proces
         writeln!(out, "{reply_text}\n")?;
     }
     Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// Discards input up to and including the next newline without holding it in memory.
+fn skip_line(input: &mut impl std::io::BufRead) -> std::io::Result<()> {
+    loop {
+        let buf = input.fill_buf()?;
+        if buf.is_empty() {
+            return Ok(());
+        }
+        match buf.iter().position(|&b| b == b'\n') {
+            Some(i) => {
+                input.consume(i + 1);
+                return Ok(());
+            }
+            None => {
+                let n = buf.len();
+                input.consume(n);
+            }
+        }
+    }
 }
 
 fn report_unanswered(data: &Path, kb: &Path, json: bool) -> Result<std::process::ExitCode> {
