@@ -497,13 +497,14 @@ fn date_range(text: &str, today: Date) -> Option<(Date, Date)> {
             .ok()
             .or_else(|| chinese_amount(m.as_str()))?,
     };
+    // Saturating: "最近100000000000000000年" is a customer's message, not a reason to panic.
     let days = match c.get(2)?.as_str() {
         "天" | "日" => n,
-        "周" | "星期" => n * 7,
-        "个月" | "月" => n * 30,
-        _ => n * 365,
+        "周" | "星期" => n.saturating_mul(7),
+        "个月" | "月" => n.saturating_mul(30),
+        _ => n.saturating_mul(365),
     };
-    let days = i64::try_from(days).ok()?.clamp(1, 3660);
+    let days = i64::try_from(days.clamp(1, 3660)).ok()?;
     Some((today - Duration::days(days - 1), today))
 }
 
@@ -540,6 +541,34 @@ mod tests {
         }
         assert_eq!(amount("尾号1234的卡"), None);
         assert_eq!(amount("我要转账"), None);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn date_ranges_never_panic(text in "(最近|近|过去)([0-9]{1,25}|[一二两三四五六七八九十百千万]{1,12})(天|日|周|星期|个月|月|年)") {
+            let _ = date_range(&canonical(&text), day(2026, 3, 15));
+        }
+
+        #[test]
+        fn amounts_never_panic(text in "(¥)?([0-9]{1,30}(\\.[0-9]{1,2})?|[零一二两三四五六七八九十百千万]{1,40})(万|w|千|k)?(元|块)") {
+            let _ = amount(&canonical(&text));
+        }
+
+        #[test]
+        fn any_text_extracts_without_panic(text in ".{0,40}") {
+            for kind in [SlotKind::Amount, SlotKind::CardTail, SlotKind::DateRange, SlotKind::Payee] {
+                let _ = extract(kind, &canonical(&text), day(2026, 3, 15));
+            }
+        }
+    }
+
+    #[test]
+    fn absurd_periods_and_amounts_saturate() {
+        let today = day(2026, 3, 15);
+        let (from, to) = date_range("最近100000000000000000年", today).unwrap();
+        assert_eq!(to, today);
+        assert_eq!(from, today - Duration::days(3659));
+        assert!(amount("99999999999999999999999999元").is_some());
     }
 
     #[test]
