@@ -176,6 +176,9 @@ pub struct Engine {
 const LOCK_STRIPES: usize = 64;
 const MAX_ID_LEN: usize = 128;
 const TRANSCRIPT_FOR_AGENT: usize = 50;
+/// 2000-01-01 and 2100-01-01 (UTC).
+const MIN_TIME: i64 = 946_684_800;
+const MAX_TIME: i64 = 4_102_444_800;
 
 impl Engine {
     pub fn new(
@@ -283,6 +286,13 @@ impl Engine {
         {
             return Err(Error::InvalidInput(format!(
                 "message_id must be at most {MAX_ID_LEN} bytes"
+            )));
+        }
+        // Timestamps are subtracted (menu age, queue waits): keep them where that is safe.
+        if !(MIN_TIME..=MAX_TIME).contains(&msg.at) {
+            return Err(Error::InvalidInput(format!(
+                "at must be a Unix time in seconds between {MIN_TIME} and {MAX_TIME}, got {}",
+                msg.at
             )));
         }
         let key = UserKey::new(&msg.tenant, &msg.user);

@@ -449,7 +449,7 @@ impl HandoffQueue for SledQueue {
     fn close(&self, id: TicketId, agent: &str, summary: Option<&str>, now: i64) -> Result<Ticket> {
         let current = self.load(id)?;
         let handled = match &current.state {
-            TicketState::Claimed { at, .. } => (now - at).max(0),
+            TicketState::Claimed { at, .. } => now.saturating_sub(*at).max(0),
             _ => 0,
         };
         let record = (
@@ -490,7 +490,7 @@ impl HandoffQueue for SledQueue {
     fn expire(&self, now: i64, timeout_secs: i64, return_to_bot: bool) -> Result<Vec<Ticket>> {
         let mut out = Vec::new();
         for t in self.queued(usize::MAX)? {
-            if t.timeout_notified || now - t.enqueued_at < timeout_secs {
+            if t.timeout_notified || now.saturating_sub(t.enqueued_at) < timeout_secs {
                 continue;
             }
             let changed = self.transition(

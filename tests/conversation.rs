@@ -265,6 +265,10 @@ fn bad_input_gets_a_clear_reply_and_loses_nothing() {
         2 * 11,
         "every turn, rejected or not, is in the transcript"
     );
+    for at in [i64::MIN, -1, i64::MAX] {
+        let err = e.handle(&msg("u", "你好", at)).unwrap_err().to_string();
+        assert!(err.contains("at must be a Unix time"), "{err}");
+    }
     for bad_user in ["", "a\0b", &"x".repeat(200)] {
         let mut m = msg(bad_user, "你好", MORNING);
         m.user = bad_user.to_owned();
