@@ -53,18 +53,24 @@ fn chat(stdin: &[u8]) -> (String, tempfile::TempDir) {
 
 #[test]
 fn piped_chat_answers_then_answers_the_picked_related_question() {
-    let (out, _d) = chat("银行卡丢了怎么办\n2\n".as_bytes());
+    // The issue's own acceptance command.
+    let (out, _d) = chat("信用卡丢了怎么办\n2\n".as_bytes());
     assert!(out.contains("您可能还想问：\n1. "), "{out}");
+    let kb = common::bundled_kb();
+    let first = kb.entries().iter().find(|e| e.id == "cc-lost").unwrap();
+    assert!(
+        out.starts_with(first.answer.lines().next().unwrap()),
+        "{out}"
+    );
     // The second related question of the first answer is what the second reply answers.
     let first_menu = out.split("您可能还想问：\n").nth(1).unwrap();
     let second_label = first_menu.lines().nth(1).unwrap().trim_start_matches("2. ");
-    let kb = common::bundled_kb();
     let picked = kb
         .entries()
         .iter()
         .find(|e| e.question == second_label)
         .unwrap();
-    assert_ne!(picked.id, "card-lost");
+    assert_ne!(picked.id, "cc-lost");
     assert!(out.contains(picked.answer.lines().next().unwrap()), "{out}");
 }
 
