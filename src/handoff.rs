@@ -224,6 +224,15 @@ impl SledQueue {
     }
 }
 
+/// Ticket ids are stored big-endian so sled orders them; a value of another length
+/// means the index was damaged.
+fn decode_id(bytes: &[u8], what: &str) -> Result<TicketId> {
+    bytes
+        .try_into()
+        .map(u64::from_be_bytes)
+        .map_err(|_| Error::Store(format!("malformed {what}")))
+}
+
 fn wrong_state(t: &Ticket, wanted: &str) -> Error {
     Error::Conflict(format!(
         "hand-off ticket {} is {}, not {wanted}",
@@ -283,11 +292,7 @@ impl HandoffQueue for SledQueue {
         let Some(id) = self.open.get(SledQueue::open_key(customer))? else {
             return Ok(None);
         };
-        let id = u64::from_be_bytes(
-            id.as_ref()
-                .try_into()
-                .map_err(|_| Error::Store("malformed hand-off index".into()))?,
-        );
+        let id = decode_id(&id, "hand-off index")?;
         Ok(self.ticket(id)?.filter(|t| t.state.is_open()))
     }
 
@@ -308,11 +313,7 @@ impl HandoffQueue for SledQueue {
         let mut out = Vec::new();
         for kv in self.order.iter().take(limit) {
             let (_, id) = kv?;
-            let id = u64::from_be_bytes(
-                id.as_ref()
-                    .try_into()
-                    .map_err(|_| Error::Store("malformed queue entry".into()))?,
-            );
+            let id = decode_id(&id, "queue entry")?;
             if let Some(t) = self.ticket(id)? {
                 out.push(t);
             }
@@ -324,11 +325,7 @@ impl HandoffQueue for SledQueue {
         let mut out = Vec::new();
         for kv in self.open.iter() {
             let (_, id) = kv?;
-            let id = u64::from_be_bytes(
-                id.as_ref()
-                    .try_into()
-                    .map_err(|_| Error::Store("malformed hand-off index".into()))?,
-            );
+            let id = decode_id(&id, "hand-off index")?;
             if let Some(t) = self.ticket(id)? {
                 if matches!(&t.state, TicketState::Claimed { agent: a, .. } if a == agent) {
                     out.push(t);
