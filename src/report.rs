@@ -1,5 +1,7 @@
 //! Reports for the content team, read from the store's analytics events.
 
+use std::collections::HashMap;
+
 use serde::Serialize;
 
 use crate::retrieval::{text_features, Band, Idf, Prepared, Weights};
@@ -27,7 +29,8 @@ const GROUP_SIMILARITY: f32 = 0.55;
 /// Groups unanswered and asked-back questions, most frequent group first.
 pub fn unanswered(events: &[Event], analyzer: &Analyzer) -> Vec<UnansweredGroup> {
     // Identical wordings first, counted.
-    let mut counts: Vec<(String, usize, usize, Option<String>)> = Vec::new();
+    // Identical wordings are counted in a map: an event log holds many repeats.
+    let mut by_text: HashMap<&str, (usize, usize, Option<String>)> = HashMap::new();
     for e in events {
         let EventKind::Question {
             text, band, top, ..
@@ -39,19 +42,14 @@ pub fn unanswered(events: &[Event], analyzer: &Analyzer) -> Vec<UnansweredGroup>
             continue;
         }
         let nearest = top.first().map(|(id, _)| id.clone());
-        match counts.iter_mut().find(|(t, ..)| t == text) {
-            Some(slot) => {
-                slot.1 += 1;
-                slot.2 += usize::from(*band == Band::NoMatch);
-            }
-            None => counts.push((
-                text.clone(),
-                1,
-                usize::from(*band == Band::NoMatch),
-                nearest,
-            )),
-        }
+        let slot = by_text.entry(text.as_str()).or_insert((0, 0, nearest));
+        slot.0 += 1;
+        slot.1 += usize::from(*band == Band::NoMatch);
     }
+    let mut counts: Vec<(String, usize, usize, Option<String>)> = by_text
+        .into_iter()
+        .map(|(text, (count, no_match, nearest))| (text.to_owned(), count, no_match, nearest))
+        .collect();
     counts.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
     let prepared: Vec<Prepared> = counts
         .iter()
