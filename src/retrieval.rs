@@ -286,6 +286,8 @@ impl Features {
 /// A text prepared once for feature computation.
 #[derive(Debug, Clone)]
 pub struct Prepared {
+    /// The text in [`search_form`]: kept so callers need not normalize it again.
+    normalized: String,
     chars: Vec<char>,
     words: Vec<String>,
     /// Character unigrams and bigrams (see [`crate::text::char_grams`]).
@@ -370,6 +372,7 @@ impl Prepared {
         }
         Prepared {
             chars: normalized.chars().filter(|c| *c != ' ').collect(),
+            normalized,
             grams: Terms::new(grams),
             unigrams: Terms::new(unigrams),
             topic: Terms::new(topic),
@@ -720,7 +723,6 @@ impl Retriever {
         }
         let bm25 = self.bm25_entries(&query, audience)?;
         let top_bm25 = bm25.first().map_or(1.0, |(_, s)| *s).max(f32::EPSILON);
-        let normalized = search_form(question);
         let c = &self.config;
         let mut candidates: Vec<Candidate> = bm25
             .into_iter()
@@ -738,7 +740,7 @@ impl Retriever {
                 features.bm25 = bm25 / top_bm25;
                 features.keyword = if self.keywords[entry]
                     .iter()
-                    .any(|k| normalized.contains(k.as_str()))
+                    .any(|k| query.normalized.contains(k.as_str()))
                 {
                     1.0
                 } else {
