@@ -50,6 +50,7 @@ fn bench(c: &mut Criterion) {
                     text: question.into(),
                     message_id: Some(format!("m{n}")),
                     at: 1_795_485_600 + n as i64,
+                    event: None,
                 })
                 .expect("handle")
         })

@@ -6,9 +6,9 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::content::{read_text, toml_issue, LineIndex};
 use crate::error::{ContentErrors, ContentIssue, Location, Result};
 use crate::handoff::Agent;
+use crate::knowledge::content::{read_text, toml_issue, LineIndex};
 use crate::retrieval::RetrievalConfig;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

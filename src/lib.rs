@@ -4,11 +4,10 @@
 //! the banking backend and channels sit behind traits at its edges. Start reading at
 //! [`engine::Engine::handle`]; `ARCHITECTURE.md` is the guided tour.
 
+pub mod channels;
 pub mod config;
-pub mod content;
 pub mod engine;
 pub mod error;
-pub mod eval;
 pub mod handoff;
 pub mod intents;
 pub mod knowledge;

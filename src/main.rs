@@ -9,8 +9,8 @@ use clap::{Parser, Subcommand};
 
 use kefu::config::EngineConfig;
 use kefu::engine::{Engine, InboundMessage, ReplyKind};
-use kefu::eval::{self, Fold};
 use kefu::knowledge::KnowledgeBase;
+use kefu::retrieval::eval::{self, Fold};
 use kefu::retrieval::{Audience, Band, RetrievalConfig, Retriever};
 use kefu::store::{Speaker, Store, UserKey};
 
@@ -553,6 +553,7 @@ fn chat(setup: &Setup, user: &str, branch: Option<String>) -> Result<std::proces
                         text,
                         message_id: None,
                         at: now(),
+                        event: None,
                     };
                     let reply = engine.handle(&msg)?;
                     if reply.kind == ReplyKind::Relayed {
@@ -652,6 +653,7 @@ fn torture(
                         text,
                         message_id: None,
                         at: now(),
+                        event: None,
                     })
                 };
                 match send("转人工".into()) {

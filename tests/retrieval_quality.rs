@@ -7,7 +7,7 @@ mod common;
 
 use std::sync::Arc;
 
-use kefu::eval::{load_queries, recall};
+use kefu::retrieval::eval::{load_queries, recall};
 use kefu::retrieval::{RetrievalConfig, Retriever};
 
 #[test]

@@ -42,6 +42,7 @@ pub fn msg(user: &str, text: &str, at: i64) -> InboundMessage {
         text: text.into(),
         message_id: None,
         at,
+        event: None,
     }
 }
 

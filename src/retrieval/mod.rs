@@ -11,6 +11,8 @@
 //! Not here: what to say to the customer (see `engine`), which questions are intents
 //! (see `intents`).
 
+pub mod eval;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 

@@ -13,8 +13,8 @@ use serde::{Deserialize, Serialize};
 use time::{Date, Duration, Month};
 use toml::Spanned;
 
-use crate::content::{read_text, toml_issue, LineIndex};
 use crate::error::{ContentErrors, ContentIssue, Error, Location, Result};
+use crate::knowledge::content::{read_text, toml_issue, LineIndex};
 use crate::text::canonical;
 
 /// Who may run an intent: a follower has only followed the account; a verified

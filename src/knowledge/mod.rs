@@ -6,6 +6,8 @@
 //! collects every problem with file and line before it fails, so one `kefu kb check`
 //! run shows an editor all there is to fix.
 
+pub mod content;
+
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
@@ -13,8 +15,8 @@ use serde::Deserialize;
 use time::Date;
 use toml::Spanned;
 
-use crate::content::{read_text, toml_issue, LineIndex};
 use crate::error::{ContentErrors, ContentIssue, Error, Location, Result};
+use crate::knowledge::content::{read_text, toml_issue, LineIndex};
 use crate::text::{search_form, DictWord, Synonyms};
 
 /// Which customers an entry is for: a head-office entry serves everyone, a branch entry

@@ -38,7 +38,7 @@ use crate::store::{
 use crate::text::{parse_choice, search_form};
 
 /// A customer message as a channel hands it over.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct InboundMessage {
     /// The bank (or deployment) the customer belongs to.
     pub tenant: String,
@@ -55,6 +55,28 @@ pub struct InboundMessage {
     pub message_id: Option<String>,
     /// Unix seconds when the channel received it.
     pub at: i64,
+    /// A channel event instead of (or besides) typed text: following the account, a menu
+    /// button bound to an entry, a shared location.
+    #[serde(default)]
+    pub event: Option<ChannelEvent>,
+}
+
+/// Things a channel reports that are not typed text. The channel maps its own protocol
+/// (WeChat `subscribe`, `CLICK` keys, `LOCATION`) onto these.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "type")]
+pub enum ChannelEvent {
+    /// The customer followed the account or opened the chat: show the welcome menu.
+    Subscribe,
+    /// A menu button bound to a knowledge-base entry.
+    ShowEntry { id: String },
+    /// The customer shared a location (for the branch search).
+    Location {
+        latitude: f64,
+        longitude: f64,
+        #[serde(default)]
+        label: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -503,6 +525,9 @@ impl TurnState<'_> {
     }
 
     fn decide(&mut self, session: &mut Session) -> Result<Reply> {
+        if let Some(event) = &self.msg.event {
+            return self.on_event(session, event);
+        }
         // Nothing searchable (emoji, punctuation, whitespace) is not a question.
         if search_form(&self.msg.text).is_empty() {
             return Ok(Reply::new(
@@ -546,6 +571,27 @@ impl TurnState<'_> {
 
         // d. Retrieval.
         self.retrieve(session)
+    }
+
+    /// Channel events. While a chat is with a person, events are not relayed (WeChat
+    /// forwards only customer messages to its agents, and so does kefu).
+    fn on_event(&mut self, session: &mut Session, event: &ChannelEvent) -> Result<Reply> {
+        match event {
+            ChannelEvent::Subscribe => Ok(self.welcome(session)),
+            ChannelEvent::ShowEntry { id } => {
+                match self.knowledge.retriever.knowledge_base().index_of(id) {
+                    Some(i) => Ok(self.answer(session, i)),
+                    None => Ok(Reply::new(
+                        ReplyKind::Notice,
+                        "这项内容暂时无法查看，请直接输入您的问题。",
+                    )),
+                }
+            }
+            ChannelEvent::Location { .. } => Ok(Reply::new(
+                ReplyKind::Notice,
+                "已收到您的位置。网点查询需要接入本行系统后才能使用，您可以回复“转人工”咨询。",
+            )),
+        }
     }
 
     fn while_handed_off(

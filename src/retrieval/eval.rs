@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::content::read_text;
 use crate::error::{ContentErrors, ContentIssue, Error, Location, Result};
+use crate::knowledge::content::read_text;
 use crate::knowledge::{Entry, KnowledgeBase, Scope};
 use crate::retrieval::{text_features, Audience, Idf, Prepared, RetrievalConfig, Retriever};
 use crate::text::Analyzer;
