@@ -16,9 +16,9 @@ fn pattern() -> &'static Regex {
         // Digit runs may be grouped by spaces or dashes, as people type card numbers.
         Regex::new(
             r"(?x)
-            (?P<id>(?-u:\b)[0-9]{6}(?:19|20)[0-9]{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12][0-9]|3[01])[0-9]{3}[[0-9]Xx](?-u:\b))
-          | (?P<card>(?-u:\b)[0-9]{4}(?:[\s-]?[0-9]){9,15}(?-u:\b))
-          | (?P<phone>(?-u:\b)1[3-9][0-9]{9}(?-u:\b))
+            (?P<id>(?-u:\b)[0-9]{6}[\s-]{0,2}(?:19|20)[0-9]{2}[\s-]{0,2}(?:0[1-9]|1[0-2])[\s-]{0,2}(?:0[1-9]|[12][0-9]|3[01])[\s-]{0,2}[0-9]{3}[[0-9]Xx](?-u:\b))
+          | (?P<card>(?-u:\b)[0-9]{4}(?:[\s-]{0,2}[0-9]){9,15}(?-u:\b))
+          | (?P<phone>(?-u:\b)1[3-9][0-9](?:[\s-]{0,2}[0-9]){8}(?-u:\b))
             ",
         )
         .unwrap_or_else(|e| panic!("built-in masking pattern: {e}"))
@@ -27,12 +27,17 @@ fn pattern() -> &'static Regex {
 
 /// Returns `text` with card, ID and mobile numbers masked.
 pub fn mask(text: &str) -> Cow<'_, str> {
-    // Full-width digits from Chinese IMEs are numbers too; fold them so they get masked.
-    if text.chars().any(|c| ('０'..='９').contains(&c)) {
+    // Full-width digits and dashes from Chinese IMEs are numbers too; fold them so they
+    // get masked ("１３８－１２３４－５６７８").
+    if text
+        .chars()
+        .any(|c| ('０'..='９').contains(&c) || c == '－')
+    {
         let folded: String = text
             .chars()
             .map(|c| match c {
                 '０'..='９' => char::from(b'0' + (c as u32 - '０' as u32) as u8),
+                '－' => '-',
                 other => other,
             })
             .collect();
@@ -43,15 +48,22 @@ pub fn mask(text: &str) -> Cow<'_, str> {
 
 fn mask_ascii(text: &str) -> Cow<'_, str> {
     pattern().replace_all(text, |c: &Captures<'_>| {
+        // Separators typed between the groups are dropped from the masked form.
+        let digits = |m: regex::Match<'_>| -> String {
+            m.as_str()
+                .chars()
+                .filter(|c| c.is_ascii_digit() || *c == 'X' || *c == 'x')
+                .collect()
+        };
         if let Some(m) = c.name("id") {
-            let s = m.as_str();
+            let s = digits(m);
             format!("{}********{}", &s[..6], &s[14..])
         } else if let Some(m) = c.name("card") {
-            let digits: String = m.as_str().chars().filter(char::is_ascii_digit).collect();
+            let digits = digits(m);
             let n = digits.len();
             format!("{}{}{}", &digits[..4], "*".repeat(n - 8), &digits[n - 4..])
         } else if let Some(m) = c.name("phone") {
-            let s = m.as_str();
+            let s = digits(m);
             format!("{}****{}", &s[..3], &s[7..])
         } else {
             c[0].to_owned()
@@ -79,11 +91,63 @@ mod tests {
         assert_eq!(mask("١٢٣٤٥٦٧٨٩٠١٢٣٤"), "١٢٣٤٥٦٧٨٩٠١٢٣٤");
     }
 
+    #[test]
+    fn masks_numbers_typed_in_groups() {
+        assert_eq!(mask("我的手机 138 1234 5678"), "我的手机 138****5678");
+        assert_eq!(mask("电话138-1234-5678谢谢"), "电话138****5678谢谢");
+        assert_eq!(mask("１３８－１２３４－５６７８"), "138****5678");
+        assert_eq!(mask("１３８　１２３４　５６７８"), "138****5678");
+        assert_eq!(mask("卡号6222-0212-3456-7890"), "卡号6222********7890");
+        assert_eq!(mask("6222 0212 3456 7890 123"), "6222***********0123");
+        assert_eq!(
+            mask("身份证 110101 19900307 1234"),
+            "身份证 110101********1234"
+        );
+        // Amounts and dates with dashes are not personal data.
+        assert_eq!(mask("2026-11-30 转账 500"), "2026-11-30 转账 500");
+    }
+
+    /// Joins digits into groups of `size` with `sep`, as people type them.
+    fn grouped(digits: &str, size: usize, sep: &str) -> String {
+        digits
+            .as_bytes()
+            .chunks(size)
+            .map(|c| String::from_utf8_lossy(c).into_owned())
+            .collect::<Vec<_>>()
+            .join(sep)
+    }
+
     proptest::proptest! {
         #[test]
         fn never_leaks_a_long_digit_run(digits in "[0-9]{13,19}") {
             let masked = mask(&digits);
             proptest::prop_assert!(!masked.contains(&digits[4..digits.len() - 4]));
+        }
+
+        /// Cards typed in groups of four with spaces, dashes or full-width spaces: the
+        /// middle digits never survive, whichever way they are grouped.
+        #[test]
+        fn never_leaks_a_grouped_card(
+            digits in "[0-9]{16,19}",
+            sep in proptest::sample::select(vec![" ", "-", "　", "－", "  "]),
+        ) {
+            let typed = grouped(&digits, 4, sep);
+            let masked = mask(&typed);
+            let kept: String = masked.chars().filter(char::is_ascii_digit).collect();
+            proptest::prop_assert!(kept.len() <= 8, "{typed} -> {masked}");
+        }
+
+        /// Mobile numbers as 3-4-4 with any separator.
+        #[test]
+        fn never_leaks_a_grouped_mobile(
+            rest in "[3-9][0-9]{9}",
+            sep in proptest::sample::select(vec![" ", "-", "　", "－", ""]),
+        ) {
+            let number = format!("1{rest}");
+            let typed = format!("{} {}{}{}{}", "手机", &number[..3], sep, &number[3..7], format!("{sep}{}", &number[7..]));
+            let masked = mask(&typed);
+            proptest::prop_assert!(masked.contains("****"), "{typed} -> {masked}");
+            proptest::prop_assert!(!masked.contains(&number[3..7]), "{typed} -> {masked}");
         }
     }
 }
