@@ -24,9 +24,7 @@ use time::{OffsetDateTime, UtcOffset};
 
 use crate::config::EngineConfig;
 use crate::error::{Error, Result};
-use crate::handoff::{
-    Agents, EnqueueRequest, HandoffQueue, SledQueue, Ticket, TicketId, TicketMessage, TicketState,
-};
+use crate::handoff::{Agents, HandoffQueue, QueueOp, Ticket, TicketId, TicketMessage, TicketState};
 use crate::intents::{Action, IntentMatch, IntentSet};
 use crate::knowledge::{KnowledgeBase, Summary};
 use crate::pii::mask;
@@ -240,7 +238,7 @@ impl Engine {
             Some(dir) => SledStore::open(dir)?,
             None => SledStore::temporary()?,
         };
-        let queue = SledQueue::new(store.db())?;
+        let queue = store.queue()?;
         Engine::new(kb, intents, Arc::new(store), Arc::new(queue), config)
     }
 
@@ -326,14 +324,28 @@ impl Engine {
                 return from_json(&stored);
             }
         }
-        let mut session = self.store.session(&key)?.unwrap_or_default();
+        // A turn whose queue change no longer applies at commit time (an agent claimed
+        // or closed the chat in between) is decided again on the fresh state.
+        let mut attempts = 0;
+        loop {
+            match self.turn(msg, &key, message_id) {
+                Err(Error::Conflict(_)) if attempts < 3 => attempts += 1,
+                done => return done,
+            }
+        }
+    }
+
+    /// Decides and commits one turn; the caller holds the customer's lock.
+    fn turn(&self, msg: &InboundMessage, key: &UserKey, message_id: Option<&str>) -> Result<Reply> {
+        let mut session = self.store.session(key)?.unwrap_or_default();
         let knowledge = self.current();
         let mut turn = TurnState {
             engine: self,
             knowledge: &knowledge,
             msg,
-            key: &key,
+            key,
             events: Vec::new(),
+            queue_op: None,
         };
         let reply = turn.decide(&mut session)?;
         session.updated_at = msg.at;
@@ -353,11 +365,13 @@ impl Engine {
         }
         let stored = to_json(&reply)?;
         self.store.commit(TurnCommit {
-            key: &key,
+            key,
             session: &session,
             turns: &turns,
             events: &turn.events,
             processed: message_id.map(|id| (id, stored.as_slice())),
+            queue: turn.queue_op.as_ref(),
+            at: msg.at,
         })?;
         Ok(reply)
     }
@@ -406,6 +420,8 @@ impl Engine {
             turns: &turns,
             events: &[],
             processed: None,
+            queue: None,
+            at: session.updated_at,
         })?;
         Ok(pending)
     }
@@ -475,6 +491,8 @@ struct TurnState<'a> {
     msg: &'a InboundMessage,
     key: &'a UserKey,
     events: Vec<Event>,
+    /// The turn's hand-off queue change, committed with the turn (see [`QueueOp`]).
+    queue_op: Option<QueueOp>,
 }
 
 const FALLBACK: &str =
@@ -601,10 +619,12 @@ impl TurnState<'_> {
         intent: Option<&IntentMatch>,
     ) -> Result<Reply> {
         let now = self.msg.at;
-        let queue = &self.engine.queue;
         match &t.state {
             TicketState::Queued if intent.is_some_and(|m| m.action == Action::Cancel) => {
-                queue.cancel(t.id, now)?;
+                self.queue_op = Some(QueueOp::Cancel {
+                    ticket: t.id,
+                    at: now,
+                });
                 session.handoff = None;
                 let mut r = Reply::new(
                     ReplyKind::Handoff,
@@ -619,15 +639,17 @@ impl TurnState<'_> {
                 Ok(r)
             }
             TicketState::Queued => {
-                queue.post(t.id, Speaker::Customer, None, &self.msg.text, now)?;
-                let mut r = self.queue_status(&t, "已收到您的消息，人工客服接入后会一并看到。")?;
+                self.post_to_agent(t.id)?;
+                let position = self.engine.queue.position(t.id)?;
+                let mut r =
+                    self.queue_status(&t, position, "已收到您的消息，人工客服接入后会一并看到。")?;
                 if now - t.enqueued_at >= self.engine.config.handoff.queue_timeout_secs {
                     r.text.push_str("当前咨询人数较多，感谢您耐心等待。");
                 }
                 Ok(r)
             }
             _ => {
-                queue.post(t.id, Speaker::Customer, None, &self.msg.text, now)?;
+                self.post_to_agent(t.id)?;
                 let mut r = Reply::new(ReplyKind::Relayed, "");
                 r.handoff = Some(HandoffStatus {
                     ticket: t.id,
@@ -640,10 +662,20 @@ impl TurnState<'_> {
         }
     }
 
-    fn queue_status(&self, t: &Ticket, lead: &str) -> Result<Reply> {
-        let queue = &self.engine.queue;
-        let position = queue.position(t.id)?;
-        let handle = queue
+    /// The customer's message for the agent, committed with the turn.
+    fn post_to_agent(&mut self, ticket: TicketId) -> Result<()> {
+        let seq = self.engine.store.next_id()?;
+        self.queue_op = Some(QueueOp::Post {
+            ticket,
+            message: TicketMessage::new(seq, self.msg.at, Speaker::Customer, None, &self.msg.text),
+        });
+        Ok(())
+    }
+
+    fn queue_status(&self, t: &Ticket, position: Option<usize>, lead: &str) -> Result<Reply> {
+        let handle = self
+            .engine
+            .queue
             .recent_handle_secs()?
             .unwrap_or(self.engine.config.handoff.default_handle_secs as f64);
         let agents = self.engine.agents.len().max(1) as f64;
@@ -697,16 +729,34 @@ impl TurnState<'_> {
                     .collect()
             })
             .unwrap_or_default();
-        let ticket = self.engine.queue.enqueue(EnqueueRequest {
-            customer: self.key.clone(),
-            group: self.msg.branch.clone(),
-            reason: reason.to_owned(),
-            intent: intent.map(str::to_owned),
-            candidates,
-            transcript,
-            left_message: !open,
-            now: self.msg.at,
-        })?;
+        // The ticket is written with the turn (one transaction), so it is built here with
+        // its ids allocated up front; an open ticket of this customer is reused.
+        let (ticket, position) = match self.engine.queue.open_ticket_for(self.key)? {
+            Some(t) => {
+                let position = self.engine.queue.position(t.id)?;
+                (t, position)
+            }
+            None => {
+                let store = &self.engine.store;
+                let fresh = Ticket {
+                    id: store.next_id()?,
+                    customer: self.key.clone(),
+                    state: TicketState::Queued,
+                    enqueued_at: self.msg.at,
+                    queue_key: store.next_id()?,
+                    group: self.msg.branch.clone(),
+                    reason: reason.to_owned(),
+                    intent: intent.map(str::to_owned),
+                    candidates,
+                    transcript,
+                    left_message: !open,
+                    timeout_notified: false,
+                };
+                let position = self.engine.queue.queued_len()? + 1;
+                self.queue_op = Some(QueueOp::Enqueue(fresh.clone()));
+                (fresh, Some(position))
+            }
+        };
         if session.last_ticket != Some(ticket.id) {
             session.last_ticket = Some(ticket.id);
             session.delivered_seq = 0;
@@ -722,7 +772,7 @@ impl TurnState<'_> {
                 h.open, h.close
             )
         };
-        let mut r = self.queue_status(&ticket, &lead)?;
+        let mut r = self.queue_status(&ticket, position, &lead)?;
         r.intent = intent.map(str::to_owned);
         Ok(r)
     }

@@ -13,11 +13,13 @@
 //!
 //! Threading: all methods take `&self` and may be called from any number of threads.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
-use sled::transaction::{ConflictableTransactionError, Transactional};
+use sled::transaction::{ConflictableTransactionError, Transactional, TransactionalTree};
 
 use crate::error::{Error, Result};
-use crate::store::{abort, from_json, to_json, tx_error, Speaker, Turn, UserKey};
+use crate::store::{abort, from_json, to_json, tx_error, GroupFlush, Speaker, Turn, UserKey};
 
 pub type TicketId = u64;
 
@@ -112,6 +114,39 @@ pub struct EnqueueRequest {
     pub now: i64,
 }
 
+impl TicketMessage {
+    /// A message as it is stored: personal data masked.
+    pub fn new(seq: u64, at: i64, from: Speaker, agent: Option<&str>, text: &str) -> Self {
+        TicketMessage {
+            seq,
+            at,
+            from,
+            agent: agent.map(str::to_owned),
+            text: crate::pii::mask(text).into_owned(),
+        }
+    }
+}
+
+/// A customer-side queue change that belongs to a conversation turn. The store applies
+/// it in the same transaction as the turn (session, transcript, de-duplication record),
+/// so a crash can never leave a queued message without its turn or the reverse: a
+/// channel retry of the same message id then either finds the whole turn done or none
+/// of it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum QueueOp {
+    /// Queue a new ticket (ids allocated by the engine). If the customer has an open
+    /// ticket by the time of the commit, the commit fails with [`Error::Conflict`] and
+    /// the engine decides the turn again.
+    Enqueue(Ticket),
+    /// A customer message to a queued or claimed chat.
+    Post {
+        ticket: TicketId,
+        message: TicketMessage,
+    },
+    /// The customer leaves the queue.
+    Cancel { ticket: TicketId, at: i64 },
+}
+
 pub trait HandoffQueue: Send + Sync {
     /// Queues the customer's chat, or returns their open ticket if they have one.
     fn enqueue(&self, req: EnqueueRequest) -> Result<Ticket>;
@@ -121,6 +156,8 @@ pub trait HandoffQueue: Send + Sync {
     fn position(&self, id: TicketId) -> Result<Option<usize>>;
     /// Queued chats, oldest first.
     fn queued(&self, limit: usize) -> Result<Vec<Ticket>>;
+    /// How many chats are queued (the place a new chat would take, minus one).
+    fn queued_len(&self) -> Result<usize>;
     fn claimed_by(&self, agent: &str) -> Result<Vec<Ticket>>;
     /// Claims a queued chat; exactly one of several racing agents wins, the others get
     /// [`Error::Conflict`].
@@ -152,19 +189,24 @@ pub trait HandoffQueue: Send + Sync {
 
 pub struct SledQueue {
     db: sled::Db,
-    tickets: sled::Tree,
-    order: sled::Tree,
-    open: sled::Tree,
-    messages: sled::Tree,
-    handled: sled::Tree,
+    trees: QueueTrees,
+    durable: Arc<GroupFlush>,
 }
 
-const RECENT_CLOSED: usize = 20;
+/// The queue's sled trees. The store opens the same trees to apply a turn's
+/// [`QueueOp`] inside the turn's transaction.
+#[derive(Clone)]
+pub(crate) struct QueueTrees {
+    pub(crate) tickets: sled::Tree,
+    pub(crate) order: sled::Tree,
+    pub(crate) open: sled::Tree,
+    pub(crate) messages: sled::Tree,
+    pub(crate) handled: sled::Tree,
+}
 
-impl SledQueue {
-    pub fn new(db: &sled::Db) -> Result<Self> {
-        Ok(SledQueue {
-            db: db.clone(),
+impl QueueTrees {
+    pub(crate) fn open(db: &sled::Db) -> Result<Self> {
+        Ok(QueueTrees {
             tickets: db.open_tree("handoff_tickets")?,
             order: db.open_tree("handoff_order")?,
             open: db.open_tree("handoff_open")?,
@@ -172,13 +214,171 @@ impl SledQueue {
             handled: db.open_tree("handoff_handled")?,
         })
     }
+}
 
-    fn open_key(customer: &UserKey) -> Vec<u8> {
-        let mut k = b"v1/".to_vec();
-        k.extend_from_slice(customer.tenant.as_bytes());
-        k.push(0);
-        k.extend_from_slice(customer.user.as_bytes());
-        k
+const RECENT_CLOSED: usize = 20;
+
+type TxResult<T> = std::result::Result<T, ConflictableTransactionError<Error>>;
+
+fn open_key(customer: &UserKey) -> Vec<u8> {
+    let mut k = b"v1/".to_vec();
+    k.extend_from_slice(customer.tenant.as_bytes());
+    k.push(0);
+    k.extend_from_slice(customer.user.as_bytes());
+    k
+}
+
+fn message_key(id: TicketId, seq: u64) -> Vec<u8> {
+    let mut key = id.to_be_bytes().to_vec();
+    key.extend_from_slice(&seq.to_be_bytes());
+    key
+}
+
+/// Inserts `fresh` unless the customer already has an open ticket, which is returned
+/// instead (one open chat per customer).
+fn tx_enqueue(
+    tickets: &TransactionalTree,
+    order: &TransactionalTree,
+    open: &TransactionalTree,
+    fresh: &Ticket,
+) -> TxResult<Ticket> {
+    let key = open_key(&fresh.customer);
+    if let Some(existing) = open.get(&key)? {
+        if let Some(bytes) = tickets.get(&existing)? {
+            let t: Ticket = from_json(&bytes).map_err(abort)?;
+            if t.state.is_open() {
+                return Ok(t);
+            }
+        }
+    }
+    tickets.insert(&fresh.id.to_be_bytes(), to_json(fresh).map_err(abort)?)?;
+    order.insert(&fresh.queue_key.to_be_bytes(), &fresh.id.to_be_bytes())?;
+    open.insert(key.as_slice(), &fresh.id.to_be_bytes())?;
+    Ok(fresh.clone())
+}
+
+/// Appends a message after checking, inside the transaction, that the chat is open for
+/// it: a message must not land on a chat that was closed a moment ago.
+fn tx_post(
+    tickets: &TransactionalTree,
+    messages: &TransactionalTree,
+    id: TicketId,
+    msg: &TicketMessage,
+) -> TxResult<()> {
+    let raw = tickets
+        .get(id.to_be_bytes())?
+        .ok_or_else(|| abort(Error::NotFound(format!("hand-off ticket {id}"))))?;
+    let t: Ticket = from_json(&raw).map_err(abort)?;
+    match (&t.state, msg.from, msg.agent.as_deref()) {
+        (TicketState::Queued | TicketState::Claimed { .. }, Speaker::Customer, _) => {}
+        (TicketState::Claimed { agent: holder, .. }, Speaker::Agent, Some(a)) if holder == a => {}
+        (TicketState::Claimed { .. }, Speaker::Agent, _) => {
+            return Err(abort(Error::Conflict(format!(
+                "hand-off ticket {id} is held by another agent"
+            ))))
+        }
+        _ => return Err(abort(wrong_state(&t, "open for this message"))),
+    }
+    messages.insert(message_key(id, msg.seq), to_json(msg).map_err(abort)?)?;
+    Ok(())
+}
+
+type Tx4<'a> = (
+    &'a TransactionalTree,
+    &'a TransactionalTree,
+    &'a TransactionalTree,
+    &'a TransactionalTree,
+);
+
+/// Runs `change` on the ticket and keeps the queue order and the per-customer index in
+/// step with its new state. Trees: tickets, order, open, handled.
+fn tx_transition(
+    (tickets, order, open, handled): Tx4<'_>,
+    id: TicketId,
+    change: &dyn Fn(&mut Ticket) -> Result<()>,
+    extra: Option<&(Vec<u8>, Vec<u8>)>,
+) -> TxResult<Ticket> {
+    let bytes = tickets
+        .get(id.to_be_bytes())?
+        .ok_or_else(|| abort(Error::NotFound(format!("hand-off ticket {id}"))))?;
+    let mut t: Ticket = from_json(&bytes).map_err(abort)?;
+    let was_queued = t.state == TicketState::Queued;
+    change(&mut t).map_err(abort)?;
+    let queued = t.state == TicketState::Queued;
+    if was_queued && !queued {
+        order.remove(&t.queue_key.to_be_bytes())?;
+    } else if !was_queued && queued {
+        order.insert(&t.queue_key.to_be_bytes(), &id.to_be_bytes())?;
+    }
+    if !t.state.is_open() {
+        open.remove(open_key(&t.customer))?;
+    }
+    if let Some((k, v)) = extra {
+        handled.insert(k.as_slice(), v.as_slice())?;
+    }
+    tickets.insert(&id.to_be_bytes(), to_json(&t).map_err(abort)?)?;
+    Ok(t)
+}
+
+fn cancel_change(now: i64) -> impl Fn(&mut Ticket) -> Result<()> {
+    move |t| {
+        if t.state != TicketState::Queued {
+            return Err(wrong_state(t, "queued"));
+        }
+        t.state = TicketState::Cancelled { at: now };
+        Ok(())
+    }
+}
+
+/// Applies a turn's queue change inside the turn's transaction (see [`QueueOp`]).
+/// Trees: tickets, order, open, messages, handled.
+pub(crate) fn tx_apply(
+    (tickets, order, open, messages, handled): (
+        &TransactionalTree,
+        &TransactionalTree,
+        &TransactionalTree,
+        &TransactionalTree,
+        &TransactionalTree,
+    ),
+    op: &QueueOp,
+) -> TxResult<()> {
+    match op {
+        QueueOp::Enqueue(fresh) => {
+            let t = tx_enqueue(tickets, order, open, fresh)?;
+            if t.id != fresh.id {
+                return Err(abort(Error::Conflict(format!(
+                    "customer already has open hand-off ticket {}",
+                    t.id
+                ))));
+            }
+        }
+        QueueOp::Post { ticket, message } => tx_post(tickets, messages, *ticket, message)?,
+        QueueOp::Cancel { ticket, at } => {
+            tx_transition(
+                (tickets, order, open, handled),
+                *ticket,
+                &cancel_change(*at),
+                None,
+            )?;
+        }
+    }
+    Ok(())
+}
+
+impl SledQueue {
+    /// A queue over `db` with its own flusher. [`crate::store::SledStore::queue`] gives
+    /// one that shares the store's flusher, so turns and agent actions group-commit
+    /// together.
+    pub fn new(db: &sled::Db) -> Result<Self> {
+        SledQueue::with_flush(db, Arc::new(GroupFlush::new(db.clone())))
+    }
+
+    pub(crate) fn with_flush(db: &sled::Db, durable: Arc<GroupFlush>) -> Result<Self> {
+        Ok(SledQueue {
+            db: db.clone(),
+            trees: QueueTrees::open(db)?,
+            durable,
+        })
     }
 
     fn load(&self, id: TicketId) -> Result<Ticket> {
@@ -187,39 +387,21 @@ impl SledQueue {
     }
 
     /// Runs `change` on the ticket inside a transaction with the queue index and the
-    /// per-customer index, then flushes. `change` sees the current state, so checks in
-    /// it are race-free.
+    /// per-customer index, then makes it durable. `change` sees the current state, so
+    /// checks in it are race-free.
     fn transition(
         &self,
         id: TicketId,
         change: impl Fn(&mut Ticket) -> Result<()>,
         extra: Option<(Vec<u8>, Vec<u8>)>,
     ) -> Result<Ticket> {
-        let ticket = (&self.tickets, &self.order, &self.open, &self.handled)
+        let tr = &self.trees;
+        let ticket = (&tr.tickets, &tr.order, &tr.open, &tr.handled)
             .transaction(|(tickets, order, open, handled)| {
-                let bytes = tickets
-                    .get(id.to_be_bytes())?
-                    .ok_or_else(|| abort(Error::NotFound(format!("hand-off ticket {id}"))))?;
-                let mut t: Ticket = from_json(&bytes).map_err(abort)?;
-                let was_queued = t.state == TicketState::Queued;
-                change(&mut t).map_err(abort)?;
-                let queued = t.state == TicketState::Queued;
-                if was_queued && !queued {
-                    order.remove(&t.queue_key.to_be_bytes())?;
-                } else if !was_queued && queued {
-                    order.insert(&t.queue_key.to_be_bytes(), &id.to_be_bytes())?;
-                }
-                if !t.state.is_open() {
-                    open.remove(SledQueue::open_key(&t.customer))?;
-                }
-                if let Some((k, v)) = &extra {
-                    handled.insert(k.as_slice(), v.as_slice())?;
-                }
-                tickets.insert(&id.to_be_bytes(), to_json(&t).map_err(abort)?)?;
-                Ok::<_, ConflictableTransactionError<Error>>(t)
+                tx_transition((tickets, order, open, handled), id, &change, extra.as_ref())
             })
             .map_err(tx_error)?;
-        self.db.flush()?;
+        self.durable.flush()?;
         Ok(ticket)
     }
 }
@@ -245,7 +427,6 @@ impl HandoffQueue for SledQueue {
     fn enqueue(&self, req: EnqueueRequest) -> Result<Ticket> {
         let id = self.db.generate_id()?;
         let queue_key = self.db.generate_id()?;
-        let open_key = SledQueue::open_key(&req.customer);
         let fresh = Ticket {
             id,
             customer: req.customer.clone(),
@@ -260,36 +441,24 @@ impl HandoffQueue for SledQueue {
             left_message: req.left_message,
             timeout_notified: false,
         };
-        let fresh_bytes = to_json(&fresh)?;
-        let ticket = (&self.tickets, &self.order, &self.open)
-            .transaction(|(tickets, order, open)| {
-                if let Some(existing) = open.get(&open_key)? {
-                    if let Some(bytes) = tickets.get(&existing)? {
-                        let t: Ticket = from_json(&bytes).map_err(abort)?;
-                        if t.state.is_open() {
-                            return Ok(t);
-                        }
-                    }
-                }
-                tickets.insert(&id.to_be_bytes(), fresh_bytes.as_slice())?;
-                order.insert(&queue_key.to_be_bytes(), &id.to_be_bytes())?;
-                open.insert(open_key.as_slice(), &id.to_be_bytes())?;
-                Ok::<_, ConflictableTransactionError<Error>>(fresh.clone())
-            })
+        let tr = &self.trees;
+        let ticket = (&tr.tickets, &tr.order, &tr.open)
+            .transaction(|(tickets, order, open)| tx_enqueue(tickets, order, open, &fresh))
             .map_err(tx_error)?;
-        self.db.flush()?;
+        self.durable.flush()?;
         Ok(ticket)
     }
 
     fn ticket(&self, id: TicketId) -> Result<Option<Ticket>> {
-        self.tickets
+        self.trees
+            .tickets
             .get(id.to_be_bytes())?
             .map(|v| from_json(&v))
             .transpose()
     }
 
     fn open_ticket_for(&self, customer: &UserKey) -> Result<Option<Ticket>> {
-        let Some(id) = self.open.get(SledQueue::open_key(customer))? else {
+        let Some(id) = self.trees.open.get(open_key(customer))? else {
             return Ok(None);
         };
         let id = decode_id(&id, "hand-off index")?;
@@ -305,13 +474,13 @@ impl HandoffQueue for SledQueue {
         }
         // O(chats ahead): sled has no order statistics; `benches/handoff` measures it.
         Ok(Some(
-            self.order.range(..t.queue_key.to_be_bytes()).count() + 1,
+            self.trees.order.range(..t.queue_key.to_be_bytes()).count() + 1,
         ))
     }
 
     fn queued(&self, limit: usize) -> Result<Vec<Ticket>> {
         let mut out = Vec::new();
-        for kv in self.order.iter().take(limit) {
+        for kv in self.trees.order.iter().take(limit) {
             let (_, id) = kv?;
             let id = decode_id(&id, "queue entry")?;
             if let Some(t) = self.ticket(id)? {
@@ -321,9 +490,13 @@ impl HandoffQueue for SledQueue {
         Ok(out)
     }
 
+    fn queued_len(&self) -> Result<usize> {
+        Ok(self.trees.order.len())
+    }
+
     fn claimed_by(&self, agent: &str) -> Result<Vec<Ticket>> {
         let mut out = Vec::new();
-        for kv in self.open.iter() {
+        for kv in self.trees.open.iter() {
             let (_, id) = kv?;
             let id = decode_id(&id, "hand-off index")?;
             if let Some(t) = self.ticket(id)? {
@@ -379,41 +552,12 @@ impl HandoffQueue for SledQueue {
         text: &str,
         now: i64,
     ) -> Result<TicketMessage> {
-        let seq = self.db.generate_id()?;
-        let msg = TicketMessage {
-            seq,
-            at: now,
-            from,
-            agent: agent.map(str::to_owned),
-            text: crate::pii::mask(text).into_owned(),
-        };
-        let mut key = id.to_be_bytes().to_vec();
-        key.extend_from_slice(&seq.to_be_bytes());
-        let bytes = to_json(&msg)?;
-        // Read the state inside the transaction: a message must not land on a chat that
-        // was closed a moment ago.
-        (&self.tickets, &self.messages)
-            .transaction(|(tickets, messages)| {
-                let raw = tickets
-                    .get(id.to_be_bytes())?
-                    .ok_or_else(|| abort(Error::NotFound(format!("hand-off ticket {id}"))))?;
-                let t: Ticket = from_json(&raw).map_err(abort)?;
-                match (&t.state, from, agent) {
-                    (TicketState::Queued | TicketState::Claimed { .. }, Speaker::Customer, _) => {}
-                    (TicketState::Claimed { agent: holder, .. }, Speaker::Agent, Some(a))
-                        if holder == a => {}
-                    (TicketState::Claimed { .. }, Speaker::Agent, _) => {
-                        return Err(abort(Error::Conflict(format!(
-                            "hand-off ticket {id} is held by another agent"
-                        ))))
-                    }
-                    _ => return Err(abort(wrong_state(&t, "open for this message"))),
-                }
-                messages.insert(key.as_slice(), bytes.as_slice())?;
-                Ok::<_, ConflictableTransactionError<Error>>(())
-            })
+        let msg = TicketMessage::new(self.db.generate_id()?, now, from, agent, text);
+        let tr = &self.trees;
+        (&tr.tickets, &tr.messages)
+            .transaction(|(tickets, messages)| tx_post(tickets, messages, id, &msg))
             .map_err(tx_error)?;
-        self.db.flush()?;
+        self.durable.flush()?;
         Ok(msg)
     }
 
@@ -423,7 +567,7 @@ impl HandoffQueue for SledQueue {
         let mut end = id.to_be_bytes().to_vec();
         end.extend_from_slice(&u64::MAX.to_be_bytes());
         let mut out = Vec::new();
-        for kv in self.messages.range(start..=end) {
+        for kv in self.trees.messages.range(start..=end) {
             out.push(from_json(&kv?.1)?);
         }
         Ok(out)
@@ -471,17 +615,7 @@ impl HandoffQueue for SledQueue {
     }
 
     fn cancel(&self, id: TicketId, now: i64) -> Result<Ticket> {
-        self.transition(
-            id,
-            |t| {
-                if t.state != TicketState::Queued {
-                    return Err(wrong_state(t, "queued"));
-                }
-                t.state = TicketState::Cancelled { at: now };
-                Ok(())
-            },
-            None,
-        )
+        self.transition(id, cancel_change(now), None)
     }
 
     fn expire(&self, now: i64, timeout_secs: i64, return_to_bot: bool) -> Result<Vec<Ticket>> {
@@ -516,7 +650,7 @@ impl HandoffQueue for SledQueue {
     fn recent_handle_secs(&self) -> Result<Option<f64>> {
         let mut total = 0f64;
         let mut n = 0usize;
-        for kv in self.handled.iter().rev().take(RECENT_CLOSED) {
+        for kv in self.trees.handled.iter().rev().take(RECENT_CLOSED) {
             let (_, v) = kv?;
             let secs = i64::from_be_bytes(
                 v.as_ref()

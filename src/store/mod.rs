@@ -3,16 +3,22 @@
 //! The engine talks to [`Store`]; [`SledStore`] is the embedded default. Two rules make
 //! it safe to run a bank's chat on:
 //! - one customer turn (session, transcript lines, events, the reply kept for
-//!   de-duplication) is one sled transaction, flushed to disk before the reply leaves;
+//!   de-duplication, and the turn's hand-off queue change if any) is one sled
+//!   transaction, on disk before the reply leaves;
+//! - durability is a group commit ([`GroupFlush`]): concurrent turns share one flush
+//!   instead of each paying for its own, and none returns before a flush that started
+//!   after its write has finished;
 //! - keys carry a version prefix and values are JSON read with `#[serde(default)]`, so a
 //!   newer kefu reads an older store and added fields never break a load.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex};
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
 
 use crate::error::{Error, Result};
+use crate::handoff::{tx_apply, QueueOp, QueueTrees, SledQueue};
 use crate::intents::AuthLevel;
 use crate::retrieval::Band;
 
@@ -151,6 +157,10 @@ pub struct TurnCommit<'a> {
     pub events: &'a [Event],
     /// (message id, reply as stored) for de-duplication of channel retries.
     pub processed: Option<(&'a str, &'a [u8])>,
+    /// The turn's hand-off queue change, applied in the same transaction.
+    pub queue: Option<&'a QueueOp>,
+    /// When the turn happened (Unix seconds); de-duplication records expire from it.
+    pub at: i64,
 }
 
 pub trait Store: Send + Sync {
@@ -158,7 +168,14 @@ pub trait Store: Send + Sync {
     /// The stored reply to a message id already processed, if any.
     fn processed(&self, key: &UserKey, message_id: &str) -> Result<Option<Vec<u8>>>;
     /// Writes a turn atomically and durably: returns only after the data is on disk.
+    /// A queue change that no longer applies (the chat was claimed or closed meanwhile)
+    /// fails the whole turn with [`Error::Conflict`], and nothing is written.
     fn commit(&self, commit: TurnCommit<'_>) -> Result<()>;
+    /// A fresh id, unique in this store (ticket ids, message sequence numbers).
+    fn next_id(&self) -> Result<u64>;
+    /// Forgets de-duplication records of turns before `before` (Unix seconds); returns
+    /// how many were removed. A retry older than that is handled as a new message.
+    fn expire_processed(&self, before: i64) -> Result<usize>;
     fn transcript(&self, key: &UserKey) -> Result<Vec<Turn>>;
     fn events(&self) -> Result<Vec<Event>>;
 }
@@ -168,8 +185,77 @@ pub struct SledStore {
     sessions: sled::Tree,
     transcripts: sled::Tree,
     processed: sled::Tree,
+    /// (turn time, processed key) → nothing: the expiry order of `processed`.
+    processed_by_time: sled::Tree,
     events: sled::Tree,
+    queue: QueueTrees,
+    durable: Arc<GroupFlush>,
     path: Option<PathBuf>,
+}
+
+/// Group commit over one sled database.
+///
+/// A caller that wrote something calls [`GroupFlush::flush`] and returns once a flush
+/// that *started after its write* has completed. One caller at a time runs the flush
+/// (the leader); callers arriving meanwhile wait and are covered by the next flush,
+/// which the first of them leads. Under load, one fsync acknowledges every turn that
+/// was committed before it, instead of one fsync per customer.
+pub struct GroupFlush {
+    db: sled::Db,
+    state: Mutex<FlushState>,
+    done: Condvar,
+}
+
+#[derive(Default)]
+struct FlushState {
+    /// Flushes started so far (the number of the last one).
+    started: u64,
+    /// The number of the last flush that finished.
+    finished: u64,
+    running: bool,
+    /// The error of the last flush, handed to the callers it was meant to cover.
+    failed: Option<(u64, String)>,
+}
+
+impl GroupFlush {
+    pub fn new(db: sled::Db) -> Self {
+        GroupFlush {
+            db,
+            state: Mutex::new(FlushState::default()),
+            done: Condvar::new(),
+        }
+    }
+
+    /// Returns when everything written before the call is on disk.
+    pub fn flush(&self) -> Result<()> {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        // A flush already running may have started before our write: we need the next.
+        let needed = st.started + 1;
+        loop {
+            if st.finished >= needed {
+                return match &st.failed {
+                    Some((n, e)) if *n >= needed => Err(Error::Store(format!("flush failed: {e}"))),
+                    _ => Ok(()),
+                };
+            }
+            if !st.running {
+                st.running = true;
+                st.started += 1;
+                let number = st.started;
+                drop(st);
+                let result = self.db.flush();
+                st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+                st.running = false;
+                st.finished = number;
+                if let Err(e) = result {
+                    st.failed = Some((number, e.to_string()));
+                }
+                self.done.notify_all();
+                continue;
+            }
+            st = self.done.wait(st).unwrap_or_else(|p| p.into_inner());
+        }
+    }
 }
 
 impl std::fmt::Debug for SledStore {
@@ -238,7 +324,10 @@ impl SledStore {
             sessions: db.open_tree("sessions")?,
             transcripts: db.open_tree("transcripts")?,
             processed: db.open_tree("processed")?,
+            processed_by_time: db.open_tree("processed_by_time")?,
             events: db.open_tree("events")?,
+            queue: QueueTrees::open(&db)?,
+            durable: Arc::new(GroupFlush::new(db.clone())),
             db,
             path,
         })
@@ -246,6 +335,11 @@ impl SledStore {
 
     pub fn db(&self) -> &sled::Db {
         &self.db
+    }
+
+    /// The hand-off queue in this store, sharing its group commit.
+    pub fn queue(&self) -> Result<SledQueue> {
+        SledQueue::with_flush(&self.db, self.durable.clone())
     }
 }
 
@@ -297,30 +391,73 @@ impl Store for SledStore {
             let k = self.db.generate_id()?.to_be_bytes().to_vec();
             events.push((k, to_json(e)?));
         }
+        let processed = c.processed.map(|(id, reply)| {
+            let mut k = c.key.prefix("processed");
+            k.extend_from_slice(id.as_bytes());
+            let mut by_time = c.at.to_be_bytes().to_vec();
+            by_time.extend_from_slice(&k);
+            (k, by_time, reply)
+        });
+        let q = &self.queue;
         (
             &self.sessions,
             &self.transcripts,
             &self.processed,
+            &self.processed_by_time,
             &self.events,
+            &q.tickets,
+            &q.order,
+            &q.open,
+            &q.messages,
+            &q.handled,
         )
-            .transaction(|(s, t, p, e)| {
-                s.insert(c.key.prefix("session"), session.as_slice())?;
-                for (k, v) in &turns {
-                    t.insert(k.as_slice(), v.as_slice())?;
-                }
-                for (k, v) in &events {
-                    e.insert(k.as_slice(), v.as_slice())?;
-                }
-                if let Some((id, reply)) = c.processed {
-                    let mut k = c.key.prefix("processed");
-                    k.extend_from_slice(id.as_bytes());
-                    p.insert(k, reply)?;
-                }
-                Ok::<_, ConflictableTransactionError<Error>>(())
-            })
+            .transaction(
+                |(s, t, p, pt, e, tickets, order, open, messages, handled)| {
+                    if let Some(op) = c.queue {
+                        tx_apply((tickets, order, open, messages, handled), op)?;
+                    }
+                    s.insert(c.key.prefix("session"), session.as_slice())?;
+                    for (k, v) in &turns {
+                        t.insert(k.as_slice(), v.as_slice())?;
+                    }
+                    for (k, v) in &events {
+                        e.insert(k.as_slice(), v.as_slice())?;
+                    }
+                    if let Some((k, by_time, reply)) = &processed {
+                        p.insert(k.as_slice(), *reply)?;
+                        pt.insert(by_time.as_slice(), &[])?;
+                    }
+                    Ok::<_, ConflictableTransactionError<Error>>(())
+                },
+            )
             .map_err(tx_error)?;
-        self.db.flush()?;
-        Ok(())
+        self.durable.flush()
+    }
+
+    fn next_id(&self) -> Result<u64> {
+        Ok(self.db.generate_id()?)
+    }
+
+    fn expire_processed(&self, before: i64) -> Result<usize> {
+        let mut removed = 0;
+        // Negative times cannot occur (the engine refuses them); clamp to be safe.
+        let end = before.max(0).to_be_bytes();
+        for kv in self.processed_by_time.range(..end) {
+            let (by_time, _) = kv?;
+            let key = &by_time[8..];
+            (&self.processed, &self.processed_by_time)
+                .transaction(|(p, pt)| {
+                    p.remove(key)?;
+                    pt.remove(&*by_time)?;
+                    Ok::<_, ConflictableTransactionError<Error>>(())
+                })
+                .map_err(tx_error)?;
+            removed += 1;
+        }
+        if removed > 0 {
+            self.durable.flush()?;
+        }
+        Ok(removed)
     }
 
     fn transcript(&self, key: &UserKey) -> Result<Vec<Turn>> {
@@ -365,6 +502,8 @@ mod tests {
                     turns: &[turn("a"), turn("b")],
                     events: &[],
                     processed: Some(("m1", b"reply")),
+                    queue: None,
+                    at: 100,
                 })
                 .unwrap();
         }
@@ -385,6 +524,157 @@ mod tests {
             .transcript(&UserKey::new("bank", "u"))
             .unwrap()
             .is_empty());
+    }
+
+    fn commit<'a>(
+        key: &'a UserKey,
+        session: &'a Session,
+        turns: &'a [Turn],
+        processed: Option<(&'a str, &'a [u8])>,
+        queue: Option<&'a QueueOp>,
+        at: i64,
+    ) -> TurnCommit<'a> {
+        TurnCommit {
+            key,
+            session,
+            turns,
+            events: &[],
+            processed,
+            queue,
+            at,
+        }
+    }
+
+    /// The atomic turn: a queue change that no longer applies fails the whole turn, so
+    /// no de-duplication record or transcript line exists without its queue change.
+    #[test]
+    fn a_turn_whose_queue_change_fails_writes_nothing() {
+        use crate::handoff::{EnqueueRequest, HandoffQueue, TicketMessage};
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        let queue = store.queue().unwrap();
+        let key = UserKey::new("bank", "u1");
+        let t = queue
+            .enqueue(EnqueueRequest {
+                customer: key.clone(),
+                group: None,
+                reason: "asked".into(),
+                intent: None,
+                candidates: vec![],
+                transcript: vec![],
+                left_message: false,
+                now: 10,
+            })
+            .unwrap();
+        queue.cancel(t.id, 11).unwrap();
+        let op = QueueOp::Post {
+            ticket: t.id,
+            message: TicketMessage::new(
+                store.next_id().unwrap(),
+                12,
+                Speaker::Customer,
+                None,
+                "在吗",
+            ),
+        };
+        let session = Session::default();
+        let turns = [turn("在吗")];
+        let err = store
+            .commit(commit(
+                &key,
+                &session,
+                &turns,
+                Some(("m1", b"r")),
+                Some(&op),
+                12,
+            ))
+            .unwrap_err();
+        assert!(matches!(err, Error::Conflict(_)), "{err}");
+        assert!(store.processed(&key, "m1").unwrap().is_none());
+        assert!(store.transcript(&key).unwrap().is_empty());
+        assert!(queue.messages(t.id, 0).unwrap().is_empty());
+
+        // The same turn against an open chat writes both, together.
+        let t2 = queue
+            .enqueue(EnqueueRequest {
+                customer: key.clone(),
+                group: None,
+                reason: "asked".into(),
+                intent: None,
+                candidates: vec![],
+                transcript: vec![],
+                left_message: false,
+                now: 13,
+            })
+            .unwrap();
+        let op = QueueOp::Post {
+            ticket: t2.id,
+            message: TicketMessage::new(
+                store.next_id().unwrap(),
+                14,
+                Speaker::Customer,
+                None,
+                "在吗",
+            ),
+        };
+        store
+            .commit(commit(
+                &key,
+                &session,
+                &turns,
+                Some(("m1", b"r")),
+                Some(&op),
+                14,
+            ))
+            .unwrap();
+        assert!(store.processed(&key, "m1").unwrap().is_some());
+        assert_eq!(queue.messages(t2.id, 0).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn processed_records_expire_by_turn_time() {
+        let store = SledStore::temporary().unwrap();
+        let key = UserKey::new("bank", "u1");
+        let session = Session::default();
+        for (id, at) in [("old", 100), ("new", 200)] {
+            store
+                .commit(commit(&key, &session, &[], Some((id, b"r")), None, at))
+                .unwrap();
+        }
+        assert_eq!(store.expire_processed(150).unwrap(), 1);
+        assert!(store.processed(&key, "old").unwrap().is_none());
+        assert!(store.processed(&key, "new").unwrap().is_some());
+        assert_eq!(store.expire_processed(150).unwrap(), 0);
+    }
+
+    /// Many threads committing at once all get acknowledged, and every acknowledged
+    /// turn is there after reopening (the group commit loses no waiter).
+    #[test]
+    fn concurrent_commits_share_flushes_and_all_survive() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = std::sync::Arc::new(SledStore::open(dir.path()).unwrap());
+            std::thread::scope(|s| {
+                for n in 0..8 {
+                    let store = store.clone();
+                    s.spawn(move || {
+                        let key = UserKey::new("bank", format!("u{n}"));
+                        for i in 0..25 {
+                            let session = Session::default();
+                            let turns = [turn(&format!("{i}"))];
+                            store
+                                .commit(commit(&key, &session, &turns, None, None, 100))
+                                .unwrap();
+                        }
+                    });
+                }
+            });
+        }
+        let store = SledStore::open(dir.path()).unwrap();
+        for n in 0..8 {
+            let key = UserKey::new("bank", format!("u{n}"));
+            assert_eq!(store.transcript(&key).unwrap().len(), 25);
+        }
     }
 
     #[test]
