@@ -26,6 +26,53 @@ pub struct EngineConfig {
     /// The bank's local time, for service hours and dates ("上个月").
     pub utc_offset_hours: i8,
     pub handoff: HandoffConfig,
+    /// `kefu serve`: listening address, limits, background duties.
+    pub server: ServerConfig,
+    /// The admin API (`/v1/admin/…`): content validation and publishing, reports.
+    pub admin: AdminConfig,
+}
+
+/// Settings of the HTTP service. Limits protect the engine from one noisy client.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address to listen on; `--listen` overrides it.
+    pub listen: String,
+    /// Largest request body accepted (bytes); content uploads included.
+    pub max_body_bytes: usize,
+    /// Messages one customer may send per minute (sustained) …
+    pub customer_messages_per_minute: u32,
+    /// … and in a burst.
+    pub customer_burst: u32,
+    /// A request that takes longer is answered with a `timeout` error (seconds).
+    pub request_timeout_secs: u64,
+    /// De-duplication records (message ids) are kept this long (seconds).
+    pub dedup_ttl_secs: i64,
+    /// How often the background duties run: hand-off timeouts, dedup expiry (seconds).
+    pub sweep_interval_secs: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: "127.0.0.1:8080".into(),
+            max_body_bytes: 4 << 20,
+            customer_messages_per_minute: 30,
+            customer_burst: 10,
+            request_timeout_secs: 10,
+            dedup_ttl_secs: 7 * 24 * 3600,
+            sweep_interval_secs: 15,
+        }
+    }
+}
+
+/// The admin token, by hash or reference (never the token itself).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    pub token_sha256: Option<String>,
+    pub token_env: Option<String>,
+    pub token_file: Option<std::path::PathBuf>,
 }
 
 impl Default for EngineConfig {
@@ -38,6 +85,8 @@ impl Default for EngineConfig {
             welcome: Vec::new(),
             utc_offset_hours: 8,
             handoff: HandoffConfig::default(),
+            server: ServerConfig::default(),
+            admin: AdminConfig::default(),
         }
     }
 }

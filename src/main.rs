@@ -9,10 +9,11 @@ use clap::{Parser, Subcommand};
 
 use kefu::config::EngineConfig;
 use kefu::engine::{Engine, InboundMessage, ReplyKind};
+use kefu::knowledge::bundle::ContentBundle;
 use kefu::knowledge::KnowledgeBase;
 use kefu::retrieval::eval::{self, Fold};
 use kefu::retrieval::{Audience, Band, RetrievalConfig, Retriever};
-use kefu::store::{Speaker, Store, UserKey};
+use kefu::store::{Store, UserKey};
 
 #[derive(Parser)]
 #[command(
@@ -43,31 +44,33 @@ enum Command {
         #[command(subcommand)]
         command: ReportCommand,
     },
-    /// The agent console: take escalated chats from the hand-off queue.
+    /// The agent console, a client of a running `kefu serve`. The token comes from
+    /// `KEFU_AGENT_TOKEN` or `--token-file`, never from the command line.
     Agent {
-        #[command(flatten)]
-        setup: Setup,
-        /// The agent's token from the configuration ([[handoff.agents]]).
-        #[arg(long, global = true, env = "KEFU_AGENT_TOKEN", hide_env_values = true)]
-        token: Option<String>,
+        /// The server's base URL.
+        #[arg(long, global = true, env = "KEFU_SERVER", default_value = "http://127.0.0.1:8080")]
+        server: String,
+        /// A file holding the agent's token (instead of KEFU_AGENT_TOKEN).
+        #[arg(long, global = true)]
+        token_file: Option<PathBuf>,
         #[command(subcommand)]
         command: AgentCommand,
     },
-    /// Crash-test child for the hand-off durability test (prints acknowledgements).
-    #[command(hide = true)]
-    Torture {
+    /// Runs the service: customer, agent and admin APIs, live streams, metrics.
+    Serve {
         #[command(flatten)]
         setup: Setup,
-        #[arg(long, default_value_t = 4)]
-        customers: usize,
-        #[arg(long, default_value_t = 2)]
-        agents: usize,
-        #[arg(long, default_value_t = 40)]
-        messages: usize,
-        /// Prefix for user ids, so runs on one store do not collide.
-        #[arg(long, default_value = "run")]
-        run: String,
+        /// Address to listen on (overrides `[server] listen`), e.g. 127.0.0.1:8080; port
+        /// 0 picks a free port (the address is printed on the first line).
+        #[arg(long)]
+        listen: Option<String>,
+        /// Log lines as JSON (for log collectors) instead of text.
+        #[arg(long)]
+        log_json: bool,
     },
+    /// Prints the SHA-256 of a token read from standard input, for `token_sha256` in
+    /// the configuration (tokens never go on a command line).
+    HashToken,
     /// Knowledge-base tools.
     Kb {
         #[command(subcommand)]
@@ -112,10 +115,13 @@ enum Command {
 /// Where the engine's content, configuration and store live.
 #[derive(clap::Args)]
 struct Setup {
-    #[arg(long, global = true, default_value = "knowledge-base")]
-    kb: PathBuf,
-    #[arg(long, global = true, default_value = "intents")]
-    intents: PathBuf,
+    /// Knowledge-base directory; without it, the content built into kefu (or what was
+    /// last published into the store).
+    #[arg(long, global = true)]
+    kb: Option<PathBuf>,
+    /// Intent rules directory (with `--kb`); default `intents` beside it if present.
+    #[arg(long, global = true)]
+    intents: Option<PathBuf>,
     /// Store directory (sessions, transcripts, hand-off queue).
     #[arg(long, global = true, default_value = "data")]
     data: PathBuf,
@@ -133,14 +139,21 @@ impl Setup {
                 .context("configuration kefu.toml is invalid")?,
             None => EngineConfig::default(),
         };
-        Engine::open(&self.kb, &self.intents, Some(&self.data), config).with_context(|| {
-            format!(
-                "cannot start on {} / {} / {}",
-                self.kb.display(),
-                self.intents.display(),
-                self.data.display()
-            )
-        })
+        let (content, from_dirs) = match &self.kb {
+            Some(kb) => {
+                let intents = self.intents.clone().unwrap_or_else(|| {
+                    kb.parent().unwrap_or(Path::new(".")).join("intents")
+                });
+                let c = ContentBundle::from_dirs(kb, &intents).with_context(|| {
+                    format!("cannot read {} / {}", kb.display(), intents.display())
+                })?;
+                (c, true)
+            }
+            None => (ContentBundle::bundled(), false),
+        };
+        // Explicit directories win over content published into the store.
+        Engine::open_bundle(&content, Some(&self.data), config, !from_dirs)
+            .with_context(|| format!("cannot start with the store in {}", self.data.display()))
     }
 }
 
@@ -226,23 +239,36 @@ fn run(cli: Cli) -> Result<std::process::ExitCode> {
             branch,
         } => chat(&setup, &user, branch),
         Command::Agent {
-            setup,
-            token,
+            server,
+            token_file,
             command,
         } => {
-            let token = token.context("give --token or set KEFU_AGENT_TOKEN")?;
-            agent(&setup, &token, command)
+            let token = match (token_file, std::env::var("KEFU_AGENT_TOKEN")) {
+                (Some(f), _) => std::fs::read_to_string(&f)
+                    .with_context(|| format!("cannot read token file {}", f.display()))?
+                    .trim()
+                    .to_owned(),
+                (None, Ok(t)) => t,
+                (None, Err(_)) => anyhow::bail!("set KEFU_AGENT_TOKEN or give --token-file"),
+            };
+            agent(&server, &token, command)
+        }
+        Command::Serve {
+            setup,
+            listen,
+            log_json,
+        } => serve(&setup, listen, log_json),
+        Command::HashToken => {
+            let mut token = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut token)?;
+            let token = token.trim();
+            anyhow::ensure!(token.chars().count() >= 16, "a token needs at least 16 characters");
+            say!("{}", kefu::handoff::hash_token(token));
+            Ok(std::process::ExitCode::SUCCESS)
         }
         Command::Report {
             command: ReportCommand::Unanswered { data, kb, json },
         } => report_unanswered(&data, &kb, json),
-        Command::Torture {
-            setup,
-            customers,
-            agents,
-            messages,
-            run,
-        } => torture(&setup, customers, agents, messages, &run),
         Command::Kb {
             command: KbCommand::Check { dir, intents },
         } => kb_check(&dir, &intents),
@@ -620,206 +646,186 @@ fn report_unanswered(data: &Path, kb: &Path, json: bool) -> Result<std::process:
     Ok(std::process::ExitCode::SUCCESS)
 }
 
-/// Runs customers and agents concurrently and prints one line per acknowledged
-/// operation, flushed, so a parent that kills this process knows what was promised.
-fn torture(
-    setup: &Setup,
-    customers: usize,
-    agents: usize,
-    messages: usize,
-    run: &str,
-) -> Result<std::process::ExitCode> {
-    use std::io::Write;
-    use std::sync::atomic::{AtomicBool, Ordering};
-    let engine = setup.engine()?;
-    let out = std::sync::Mutex::new(std::io::stdout());
-    let ack = |line: String| {
-        let mut o = out.lock().unwrap_or_else(|p| p.into_inner());
-        // A closed pipe means the parent is gone: nothing left to promise to.
-        let _ = writeln!(o, "{line}").and_then(|_| o.flush());
-    };
-    let failed = AtomicBool::new(false);
-    std::thread::scope(|s| {
-        for c in 0..customers {
-            let (engine, ack, failed) = (&engine, &ack, &failed);
-            s.spawn(move || {
-                let user = format!("{run}-c{c}");
-                let send = |text: String| {
-                    engine.handle(&InboundMessage {
-                        tenant: "torture".into(),
-                        branch: None,
-                        user: user.clone(),
-                        channel: "torture".into(),
-                        text,
-                        message_id: None,
-                        at: now(),
-                        event: None,
-                    })
-                };
-                match send("转人工".into()) {
-                    Ok(r) => ack(format!(
-                        "enqueue {user} {}",
-                        r.handoff.map_or(0, |h| h.ticket)
-                    )),
-                    Err(e) => {
-                        eprintln!("enqueue failed: {e}");
-                        failed.store(true, Ordering::SeqCst);
-                        return;
-                    }
-                }
-                for k in 0..messages {
-                    match send(format!("第{k}条消息")) {
-                        Ok(_) => ack(format!("message {user} {k}")),
-                        Err(e) => {
-                            eprintln!("message failed: {e}");
-                            failed.store(true, Ordering::SeqCst);
-                            return;
-                        }
-                    }
-                }
-            });
-        }
-        for a in 0..agents {
-            let (engine, ack, failed) = (&engine, &ack, &failed);
-            s.spawn(move || {
-                let agent = format!("{run}-a{a}");
-                // Stop after a second without work: the customers are done.
-                let mut idle = 0;
-                while idle < 200 {
-                    match engine.queue().claim_next(&agent, &[], now()) {
-                        Ok(Some(t)) => {
-                            idle = 0;
-                            ack(format!("claim {} {agent}", t.id));
-                            match engine.queue().post(
-                                t.id,
-                                Speaker::Agent,
-                                Some(&agent),
-                                "您好，我是人工客服",
-                                now(),
-                            ) {
-                                Ok(m) => ack(format!("reply {} {agent} {}", t.id, m.seq)),
-                                Err(e) => {
-                                    eprintln!("reply failed: {e}");
-                                    failed.store(true, Ordering::SeqCst);
-                                }
-                            }
-                        }
-                        Ok(None) => {
-                            idle += 1;
-                            std::thread::sleep(std::time::Duration::from_millis(5));
-                        }
-                        Err(e) => {
-                            eprintln!("claim failed: {e}");
-                            failed.store(true, Ordering::SeqCst);
-                            return;
-                        }
-                    }
-                }
-            });
-        }
-    });
-    ack("done".into());
-    Ok(if failed.load(Ordering::SeqCst) {
-        std::process::ExitCode::FAILURE
+fn serve(setup: &Setup, listen: Option<String>, log_json: bool) -> Result<std::process::ExitCode> {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("KEFU_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if log_json {
+        builder.json().init();
     } else {
-        std::process::ExitCode::SUCCESS
-    })
+        builder.init();
+    }
+    let engine = Arc::new(setup.engine()?);
+    let addr = listen.unwrap_or_else(|| engine.config().server.listen.clone());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(&addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr}"))?;
+        let local = listener.local_addr()?;
+        // The first line of stdout is the address: scripts and tests read the port.
+        say!("listening on http://{local}");
+        tracing::info!(
+            version = %engine.version(),
+            entries = engine.knowledge_summary().entries,
+            "kefu serving on http://{local}"
+        );
+        kefu::channels::http::serve(engine, listener, shutdown_signal(), |state| {
+            (Arc::new(state), axum::Router::new())
+        })
+        .await?;
+        Ok::<_, anyhow::Error>(())
+    })?;
+    Ok(std::process::ExitCode::SUCCESS)
 }
 
-fn agent(setup: &Setup, token: &str, command: AgentCommand) -> Result<std::process::ExitCode> {
-    use kefu::handoff::{Ticket, TicketState};
-    let engine = setup.engine()?;
-    let me_agent = engine.agents().authenticate(token)?.clone();
-    let me = me_agent.id.clone();
-    let queue = engine.queue();
-    let t = now();
-    let age = |since: i64| format!("{} 分钟", ((t - since).max(0) + 59) / 60);
-    let line = |x: &Ticket| {
-        let state = match &x.state {
-            TicketState::Queued if x.left_message => "留言".to_owned(),
-            TicketState::Queued => "排队".to_owned(),
-            TicketState::Claimed { agent, .. } => format!("{agent} 接待中"),
-            TicketState::Closed { .. } => "已结束".to_owned(),
-            TicketState::Cancelled { .. } => "已取消".to_owned(),
-            TicketState::Returned { .. } => "已转回机器人".to_owned(),
+/// SIGTERM (what process managers send) or Ctrl-C.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
+
+/// The agent console: every command is one call to the agent API of a running server.
+fn agent(server: &str, token: &str, command: AgentCommand) -> Result<std::process::ExitCode> {
+    use serde_json::Value;
+    let base = server.trim_end_matches('/').to_owned();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(30))
+        .build()?;
+    let call = |method: reqwest::Method, path: String, body: Option<Value>| -> Result<Value> {
+        runtime.block_on(async {
+            let mut req = client
+                .request(method, format!("{base}{path}"))
+                .bearer_auth(token);
+            if let Some(b) = body {
+                req = req.json(&b);
+            }
+            let res = req
+                .send()
+                .await
+                .with_context(|| format!("cannot reach kefu at {base}"))?;
+            let status = res.status();
+            let v: Value = res.json().await.unwrap_or(Value::Null);
+            if !status.is_success() {
+                let msg = v["error"]["message"].as_str().unwrap_or("request failed");
+                anyhow::bail!("{msg} ({status})");
+            }
+            Ok(v)
+        })
+    };
+    let line = |x: &Value| {
+        let state = match x["state"].as_str().unwrap_or("") {
+            "queued" if x["left_message"].as_bool() == Some(true) => "留言".to_owned(),
+            "queued" => "排队".to_owned(),
+            "claimed" => format!("{} 接待中", x["agent"].as_str().unwrap_or("")),
+            "closed" => "已结束".to_owned(),
+            "cancelled" => "已取消".to_owned(),
+            _ => "已转回机器人".to_owned(),
         };
         format!(
             "#{:<6} {:<8} 等待 {:<8} 客户 {}/{}  网点 {}  意图 {}  原因 {}",
-            x.id,
+            x["ticket"],
             state,
-            age(x.enqueued_at),
-            x.customer.tenant,
-            x.customer.user,
-            x.group.as_deref().unwrap_or("-"),
-            x.intent.as_deref().unwrap_or("-"),
-            x.reason
+            format!("{} 分钟", (x["waited_secs"].as_i64().unwrap_or(0) + 59) / 60),
+            x["tenant"].as_str().unwrap_or(""),
+            x["customer"].as_str().unwrap_or(""),
+            x["group"].as_str().unwrap_or("-"),
+            x["intent"].as_str().unwrap_or("-"),
+            x["reason"].as_str().unwrap_or("")
         )
     };
-    let show = |x: &Ticket| -> Result<()> {
-        say!("{}", line(x));
-        if !x.candidates.is_empty() {
-            say!("机器人最后给出的选项：{}", x.candidates.join(" / "));
+    let show = |id: &Value| -> Result<()> {
+        let v = call(reqwest::Method::GET, format!("/v1/agent/chats/{id}"), None)?;
+        say!("{}", line(&v));
+        if let Some(c) = v["candidates"].as_array().filter(|c| !c.is_empty()) {
+            let c: Vec<&str> = c.iter().filter_map(Value::as_str).collect();
+            say!("机器人最后给出的选项：{}", c.join(" / "));
         }
+        let who = |from: &str| match from {
+            "customer" => "客户",
+            "bot" => "机器人",
+            _ => "客服",
+        };
         say!("—— 转人工前的对话 ——");
-        for turn in &x.transcript {
-            let who = match turn.from {
-                Speaker::Customer => "客户",
-                Speaker::Bot => "机器人",
-                Speaker::Agent => "客服",
-            };
-            say!("[{who}] {}", turn.text.replace('\n', "\n        "));
+        for t in v["transcript"].as_array().into_iter().flatten() {
+            say!(
+                "[{}] {}",
+                who(t["from"].as_str().unwrap_or("")),
+                t["text"].as_str().unwrap_or("").replace('\n', "\n        ")
+            );
         }
         say!("—— 转人工后的消息 ——");
-        for m in queue.messages(x.id, 0)? {
-            let who = match m.from {
-                Speaker::Agent => m.agent.clone().unwrap_or_else(|| "客服".into()),
-                _ => "客户".into(),
-            };
-            say!("[{who}] {}", m.text);
+        for m in v["messages"].as_array().into_iter().flatten() {
+            say!("[{}] {}", who(m["from"].as_str().unwrap_or("")), m["text"].as_str().unwrap_or(""));
         }
         Ok(())
     };
-    let ticket = |id: u64| -> Result<Ticket> {
-        queue
-            .ticket(id)?
-            .with_context(|| format!("no hand-off ticket #{id}"))
-    };
+    use reqwest::Method;
     match command {
         AgentCommand::List => {
-            let queued = queue.queued(200)?;
+            let v = call(Method::GET, "/v1/agent/queue".into(), None)?;
+            let queued = v["queued"].as_array().cloned().unwrap_or_default();
             say!("排队中 {} 个（最早的在前）：", queued.len());
             for x in &queued {
                 say!("  {}", line(x));
             }
-            let mine = queue.claimed_by(&me)?;
-            say!("{me} 正在接待 {} 个：", mine.len());
+            let mine = v["mine"].as_array().cloned().unwrap_or_default();
+            say!("我正在接待 {} 个：", mine.len());
             for x in &mine {
                 say!("  {}", line(x));
             }
         }
-        AgentCommand::Show { ticket: id } => show(&ticket(id)?)?,
-        AgentCommand::Claim { ticket: Some(id) } => show(&queue.claim(id, &me, t)?)?,
-        AgentCommand::Claim { ticket: None } => match queue.claim_next(&me, &me_agent.groups, t)? {
-            Some(x) => show(&x)?,
-            None => say!("队列是空的。"),
-        },
-        AgentCommand::Reply { ticket: id, text } => {
-            if text.trim().is_empty() {
-                anyhow::bail!("the reply is empty");
+        AgentCommand::Show { ticket } => show(&Value::from(ticket))?,
+        AgentCommand::Claim { ticket } => {
+            let body = serde_json::json!({ "ticket": ticket });
+            match call(Method::POST, "/v1/agent/claim".into(), Some(body)) {
+                Ok(t) => show(&t["ticket"])?,
+                Err(e) if ticket.is_none() && e.to_string().contains("404") => say!("队列是空的。"),
+                Err(e) => return Err(e),
             }
-            queue.post(id, Speaker::Agent, Some(&me), &text, t)?;
-            say!("已发送给 #{id} 的客户。");
         }
-        AgentCommand::Release { ticket: id } => {
-            queue.release(id, &me, t)?;
-            say!("#{id} 已放回队列，保持原来的位置。");
+        AgentCommand::Reply { ticket, text } => {
+            anyhow::ensure!(!text.trim().is_empty(), "the reply is empty");
+            call(
+                Method::POST,
+                format!("/v1/agent/chats/{ticket}/reply"),
+                Some(serde_json::json!({ "text": text })),
+            )?;
+            say!("已发送给 #{ticket} 的客户。");
         }
-        AgentCommand::Close {
-            ticket: id,
-            summary,
-        } => {
-            engine.close_chat(id, &me, summary.as_deref(), t)?;
-            say!("#{id} 已结束，客户回到机器人服务。");
+        AgentCommand::Release { ticket } => {
+            call(Method::POST, format!("/v1/agent/chats/{ticket}/release"), None)?;
+            say!("#{ticket} 已放回队列，保持原来的位置。");
+        }
+        AgentCommand::Close { ticket, summary } => {
+            call(
+                Method::POST,
+                format!("/v1/agent/chats/{ticket}/close"),
+                Some(serde_json::json!({ "summary": summary })),
+            )?;
+            say!("#{ticket} 已结束，客户回到机器人服务。");
         }
     }
     Ok(std::process::ExitCode::SUCCESS)

@@ -26,6 +26,7 @@ use crate::config::EngineConfig;
 use crate::error::{Error, Result};
 use crate::handoff::{Agents, HandoffQueue, QueueOp, Ticket, TicketId, TicketMessage, TicketState};
 use crate::intents::{Action, IntentMatch, IntentSet};
+use crate::knowledge::bundle::ContentBundle;
 use crate::knowledge::{KnowledgeBase, Summary};
 use crate::pii::mask;
 use crate::retrieval::{Audience, Band, Ranking, Retriever};
@@ -101,6 +102,9 @@ pub enum ReplyKind {
 pub struct ReplyOption {
     pub number: usize,
     pub label: String,
+    /// The knowledge-base entry behind the option (none for 转人工).
+    #[serde(default)]
+    pub entry: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -154,6 +158,10 @@ impl Reply {
                 .map(|(i, item)| ReplyOption {
                     number: i + 1,
                     label: item.label().to_owned(),
+                    entry: match item {
+                        MenuItem::Entry { id, .. } => Some(id.clone()),
+                        MenuItem::Handoff { .. } => None,
+                    },
                 })
                 .collect();
         }
@@ -176,10 +184,14 @@ impl Reply {
     }
 }
 
-/// What the engine serves from; replaced whole on reload.
+/// What the engine serves from; replaced whole on reload or publish, so a message in
+/// flight finishes on the knowledge it started with.
 struct Knowledge {
     retriever: Retriever,
     intents: IntentSet,
+    /// The content version serving ([`ContentBundle::version`], or "local" for a
+    /// directory loaded without one).
+    version: String,
 }
 
 pub struct Engine {
@@ -211,7 +223,11 @@ impl Engine {
         let retriever = Retriever::new(Arc::new(knowledge_base), config.retrieval.clone())?;
         let agents = Agents::new(config.handoff.agents.clone())?;
         Ok(Engine {
-            knowledge: RwLock::new(Arc::new(Knowledge { retriever, intents })),
+            knowledge: RwLock::new(Arc::new(Knowledge {
+                retriever,
+                intents,
+                version: "local".into(),
+            })),
             store,
             queue,
             agents,
@@ -242,6 +258,32 @@ impl Engine {
         Engine::new(kb, intents, Arc::new(store), Arc::new(queue), config)
     }
 
+    /// Opens the store and serves `content`; with `prefer_published`, the content last
+    /// published into the store wins (a restart keeps what the content team published).
+    pub fn open_bundle(
+        content: &ContentBundle,
+        data: Option<&Path>,
+        config: EngineConfig,
+        prefer_published: bool,
+    ) -> Result<Self> {
+        let store = match data {
+            Some(dir) => SledStore::open(dir)?,
+            None => SledStore::temporary()?,
+        };
+        let published = match store.published()? {
+            Some(bytes) if prefer_published => Some(from_json::<ContentBundle>(&bytes)?),
+            _ => None,
+        };
+        let content = published.as_ref().unwrap_or(content);
+        let (kb, intents) = content.load()?;
+        let queue = store.queue()?;
+        let mut engine = Engine::new(kb, intents, Arc::new(store), Arc::new(queue), config)?;
+        if let Some(k) = Arc::get_mut(engine.knowledge.get_mut().unwrap_or_else(|p| p.into_inner())) {
+            k.version = content.version();
+        }
+        Ok(engine)
+    }
+
     /// Reloads content. On any error the engine keeps serving the last good knowledge
     /// base and intents, and the error says what to fix.
     pub fn reload(&self, kb_dir: &Path, intents_dir: &Path) -> Result<Summary> {
@@ -251,11 +293,75 @@ impl Engine {
         } else {
             IntentSet::default()
         };
+        self.install(kb, intents, "local".into())
+    }
+
+    /// Validates `content`, builds its index, stores it durably (a restart serves it),
+    /// then swaps it in. Messages in flight finish on the old knowledge base; on any
+    /// error the old one keeps serving and nothing is stored.
+    pub fn publish(&self, content: &ContentBundle) -> Result<Summary> {
+        let (kb, intents) = content.load()?;
+        let retriever = Retriever::new(Arc::new(kb), self.config.retrieval.clone())?;
+        self.store.set_published(&to_json(content)?)?;
+        let summary = retriever.knowledge_base().summary();
+        *self.knowledge.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(Knowledge {
+            retriever,
+            intents,
+            version: content.version(),
+        });
+        Ok(summary)
+    }
+
+    fn install(&self, kb: KnowledgeBase, intents: IntentSet, version: String) -> Result<Summary> {
         let summary = kb.summary();
         let retriever = Retriever::new(Arc::new(kb), self.config.retrieval.clone())?;
-        let fresh = Arc::new(Knowledge { retriever, intents });
+        let fresh = Arc::new(Knowledge {
+            retriever,
+            intents,
+            version,
+        });
         *self.knowledge.write().unwrap_or_else(|p| p.into_inner()) = fresh;
         Ok(summary)
+    }
+
+    /// Unanswered and asked-back questions, grouped, for the content team.
+    pub fn unanswered(&self) -> Result<Vec<crate::report::UnansweredGroup>> {
+        let k = self.current();
+        Ok(crate::report::unanswered(&self.store.events()?, k.retriever.analyzer()))
+    }
+
+    /// The content version serving now.
+    pub fn version(&self) -> String {
+        self.current().version.clone()
+    }
+
+    /// Knowledge-base search for agents and editors: the best entries for `text` as
+    /// (id, question, answer), without the bands a customer would get.
+    pub fn search(&self, text: &str, branch: Option<&str>, today: time::Date, n: usize) -> Result<Vec<(String, String, String)>> {
+        let k = self.current();
+        let r = &k.retriever;
+        let ranking = r.rank(text, Audience { branch, today })?;
+        Ok(ranking
+            .candidates
+            .iter()
+            .take(n)
+            .filter_map(|c| r.entry(c.entry))
+            .map(|e| (e.id.clone(), e.question.clone(), e.answer.clone()))
+            .collect())
+    }
+
+    /// Messages of the customer's latest hand-off chat after `after_seq` (any speaker),
+    /// with that chat: what a reconnecting stream replays. Nothing is marked delivered.
+    pub fn messages_since(&self, key: &UserKey, after_seq: u64) -> Result<(Option<Ticket>, Vec<TicketMessage>)> {
+        let Some(session) = self.store.session(key)? else {
+            return Ok((None, Vec::new()));
+        };
+        let Some(id) = session.last_ticket else {
+            return Ok((None, Vec::new()));
+        };
+        let ticket = self.queue.ticket(id)?;
+        let messages = self.queue.messages(id, after_seq)?;
+        Ok((ticket, messages))
     }
 
     fn current(&self) -> Arc<Knowledge> {

@@ -162,10 +162,10 @@ pub trait HandoffQueue: Send + Sync {
     /// Claims a queued chat; exactly one of several racing agents wins, the others get
     /// [`Error::Conflict`].
     fn claim(&self, id: TicketId, agent: &str, now: i64) -> Result<Ticket>;
-    /// Claims the oldest queued chat this agent may take: with `groups` (an agent's skill
-    /// groups or branches), the oldest of those groups or with no group (a branch agent
-    /// covers general chats, not other branches'); with no groups, the oldest of all.
-    fn claim_next(&self, agent: &str, groups: &[String], now: i64) -> Result<Option<Ticket>>;
+    /// Claims the oldest queued chat this agent may take ([`Agent::may_handle`]): their
+    /// tenant, and their groups or no group (a branch agent covers general chats, not
+    /// other branches'); an agent without groups takes the oldest of all.
+    fn claim_next(&self, agent: &Agent, now: i64) -> Result<Option<Ticket>>;
     /// Appends a message. Customers may write while queued or claimed (never dropped);
     /// an agent only to a chat they hold.
     fn post(
@@ -525,17 +525,13 @@ impl HandoffQueue for SledQueue {
         )
     }
 
-    fn claim_next(&self, agent: &str, groups: &[String], now: i64) -> Result<Option<Ticket>> {
+    fn claim_next(&self, agent: &Agent, now: i64) -> Result<Option<Ticket>> {
         // Another agent may win a candidate between the scan and the claim: try the next.
         for candidate in self.queued(usize::MAX)? {
-            let allowed = match &candidate.group {
-                Some(g) => groups.is_empty() || groups.contains(g),
-                None => true,
-            };
-            if !allowed {
+            if !agent.may_handle(&candidate) {
                 continue;
             }
-            match self.claim(candidate.id, agent, now) {
+            match self.claim(candidate.id, &agent.id, now) {
                 Ok(t) => return Ok(Some(t)),
                 Err(Error::Conflict(_)) => continue,
                 Err(e) => return Err(e),
@@ -665,49 +661,136 @@ impl HandoffQueue for SledQueue {
 }
 
 /// An agent allowed to take chats, from configuration.
+///
+/// The configuration never holds the token itself: either its SHA-256 (`token_sha256`,
+/// from `kefu hash-token`), or the name of an environment variable (`token_env`) or a
+/// file (`token_file`) that holds it, read once at start.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Agent {
     pub id: String,
     pub name: String,
-    pub token: String,
+    #[serde(default)]
+    pub token_sha256: Option<String>,
+    #[serde(default)]
+    pub token_env: Option<String>,
+    #[serde(default)]
+    pub token_file: Option<std::path::PathBuf>,
+    /// Branch codes or skills whose chats this agent takes (besides ungrouped chats);
+    /// empty means every group.
     #[serde(default)]
     pub groups: Vec<String>,
+    /// The bank (tenant) whose chats this agent sees; `None` means every tenant.
+    #[serde(default)]
+    pub tenant: Option<String>,
+}
+
+impl Agent {
+    /// May this agent see and act on `t`? Tenant first, then group: an agent of the
+    /// 0571 branch never opens a 0755 chat, whatever the call.
+    pub fn may_handle(&self, t: &Ticket) -> bool {
+        let tenant_ok = self.tenant.as_ref().is_none_or(|x| *x == t.customer.tenant);
+        let group_ok = match &t.group {
+            Some(g) => self.groups.is_empty() || self.groups.contains(g),
+            None => true,
+        };
+        tenant_ok && group_ok
+    }
+}
+
+/// SHA-256 of a secret as lower-case hex: what the configuration holds.
+pub fn hash_token(token: &str) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+/// Resolves a secret given by hash, environment variable or file into its SHA-256.
+/// Exactly one must be given; a token shorter than 16 characters is refused.
+pub fn resolve_secret(
+    what: &str,
+    sha256: Option<&str>,
+    env: Option<&str>,
+    file: Option<&std::path::Path>,
+) -> Result<[u8; 32]> {
+    let refuse = |why: String| Error::InvalidInput(format!("{what}: {why}"));
+    let plain = |token: String| -> Result<[u8; 32]> {
+        let token = token.trim();
+        if token.chars().count() < 16 {
+            return Err(refuse("the token is shorter than 16 characters".into()));
+        }
+        use sha2::{Digest, Sha256};
+        Ok(Sha256::digest(token.as_bytes()).into())
+    };
+    match (sha256, env, file) {
+        (Some(h), None, None) => {
+            let bytes = hex::decode(h.trim())
+                .map_err(|_| refuse("token_sha256 must be 64 hex digits".into()))?;
+            bytes
+                .try_into()
+                .map_err(|_| refuse("token_sha256 must be 64 hex digits".into()))
+        }
+        (None, Some(var), None) => match std::env::var(var) {
+            Ok(v) => plain(v),
+            Err(_) => Err(refuse(format!("environment variable {var} is not set"))),
+        },
+        (None, None, Some(path)) => {
+            let v = std::fs::read_to_string(path)
+                .map_err(|e| refuse(format!("cannot read {}: {e}", path.display())))?;
+            plain(v)
+        }
+        (None, None, None) => Err(refuse(
+            "give token_sha256, token_env or token_file (the token itself never goes in the configuration)".into(),
+        )),
+        _ => Err(refuse(
+            "give only one of token_sha256, token_env and token_file".into(),
+        )),
+    }
 }
 
 /// Token check for agents. No anonymous access: an empty registry admits nobody.
 #[derive(Debug, Clone, Default)]
 pub struct Agents {
-    agents: Vec<Agent>,
+    agents: Vec<(Agent, [u8; 32])>,
 }
 
 impl Agents {
     pub fn new(agents: Vec<Agent>) -> Result<Self> {
-        for a in &agents {
-            if a.token.len() < 16 {
+        let mut out = Vec::with_capacity(agents.len());
+        for a in agents {
+            let hash = resolve_secret(
+                &format!("agent \"{}\"", a.id),
+                a.token_sha256.as_deref(),
+                a.token_env.as_deref(),
+                a.token_file.as_deref(),
+            )?;
+            if out.iter().any(|(b, _): &(Agent, _)| b.id == a.id) {
                 return Err(Error::InvalidInput(format!(
-                    "agent \"{}\" has a token shorter than 16 characters",
+                    "agent \"{}\" is configured twice",
                     a.id
                 )));
             }
+            out.push((a, hash));
         }
-        Ok(Agents { agents })
+        Ok(Agents { agents: out })
     }
 
-    /// Compares in constant time per candidate, so response timing does not reveal
-    /// how much of a token was right.
+    /// Compares hashes in constant time against every agent, so response timing does
+    /// not reveal which agent or how much of a token was right.
     pub fn authenticate(&self, token: &str) -> Result<&Agent> {
+        use sha2::{Digest, Sha256};
+        use subtle::ConstantTimeEq;
+        let given: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         let mut found = None;
-        for a in &self.agents {
-            let (x, y) = (a.token.as_bytes(), token.as_bytes());
-            let mut diff = x.len() ^ y.len();
-            for (i, byte) in x.iter().enumerate() {
-                diff |= usize::from(byte ^ y.get(i).copied().unwrap_or(0));
-            }
-            if diff == 0 {
+        for (a, hash) in &self.agents {
+            if bool::from(hash.ct_eq(&given)) {
                 found = Some(a);
             }
         }
         found.ok_or_else(|| Error::Unauthorized("unknown agent token".into()))
+    }
+
+    pub fn get(&self, id: &str) -> Option<&Agent> {
+        self.agents.iter().map(|(a, _)| a).find(|a| a.id == id)
     }
 
     pub fn len(&self) -> usize {
@@ -842,23 +925,16 @@ mod tests {
         mine.group = Some("0755".into());
         let sz = q.enqueue(mine).unwrap();
         let general = q.enqueue(req("any", 3)).unwrap();
-        let shenzhen = vec!["0755".to_owned()];
-        assert_eq!(
-            q.claim_next("sz-agent", &shenzhen, 4).unwrap().unwrap().id,
-            sz.id
-        );
-        assert_eq!(
-            q.claim_next("sz-agent", &shenzhen, 4).unwrap().unwrap().id,
-            general.id
-        );
+        let mut shenzhen = agent("sz-agent", "long-enough-token-1");
+        shenzhen.groups = vec!["0755".to_owned()];
+        assert_eq!(q.claim_next(&shenzhen, 4).unwrap().unwrap().id, sz.id);
+        assert_eq!(q.claim_next(&shenzhen, 4).unwrap().unwrap().id, general.id);
         assert!(
-            q.claim_next("sz-agent", &shenzhen, 4).unwrap().is_none(),
+            q.claim_next(&shenzhen, 4).unwrap().is_none(),
             "not another branch's chat"
         );
-        assert_eq!(
-            q.claim_next("head-office", &[], 5).unwrap().unwrap().id,
-            hz.id
-        );
+        let head = agent("head-office", "long-enough-token-2");
+        assert_eq!(q.claim_next(&head, 5).unwrap().unwrap().id, hz.id);
     }
 
     #[test]
@@ -876,15 +952,21 @@ mod tests {
         assert!(q.open_ticket_for(&b.customer).unwrap().is_none());
     }
 
+    fn agent(id: &str, token: &str) -> Agent {
+        Agent {
+            id: id.into(),
+            name: "小王".into(),
+            token_sha256: Some(hash_token(token)),
+            token_env: None,
+            token_file: None,
+            groups: vec![],
+            tenant: None,
+        }
+    }
+
     #[test]
     fn agents_need_a_known_token() {
-        let agents = Agents::new(vec![Agent {
-            id: "a1".into(),
-            name: "小王".into(),
-            token: "0123456789abcdef-secret".into(),
-            groups: vec![],
-        }])
-        .unwrap();
+        let agents = Agents::new(vec![agent("a1", "0123456789abcdef-secret")]).unwrap();
         assert_eq!(
             agents.authenticate("0123456789abcdef-secret").unwrap().id,
             "a1"
@@ -892,12 +974,61 @@ mod tests {
         assert!(agents.authenticate("0123456789abcdef-secreT").is_err());
         assert!(agents.authenticate("").is_err());
         assert!(Agents::default().authenticate("anything").is_err());
-        assert!(Agents::new(vec![Agent {
-            id: "x".into(),
-            name: "x".into(),
-            token: "short".into(),
-            groups: vec![]
-        }])
-        .is_err());
+        let mut bad = agent("x", "whatever-long-enough");
+        bad.token_sha256 = Some("abc".into());
+        assert!(Agents::new(vec![bad]).is_err());
+        let mut none = agent("x", "whatever-long-enough");
+        none.token_sha256 = None;
+        let err = Agents::new(vec![none]).unwrap_err().to_string();
+        assert!(err.contains("never goes in the configuration"), "{err}");
+        assert!(Agents::new(vec![agent("a", "long-enough-token-1"), agent("a", "long-enough-token-2")]).is_err());
+    }
+
+    #[test]
+    fn tokens_from_a_file_or_the_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("token");
+        std::fs::write(&f, "file-token-0123456789\n").unwrap();
+        let mut a = agent("f", "unused");
+        a.token_sha256 = None;
+        a.token_file = Some(f);
+        let agents = Agents::new(vec![a]).unwrap();
+        assert!(agents.authenticate("file-token-0123456789").is_ok());
+        std::fs::write(dir.path().join("short"), "short").unwrap();
+        let mut s = agent("s", "unused");
+        s.token_sha256 = None;
+        s.token_file = Some(dir.path().join("short"));
+        assert!(Agents::new(vec![s]).unwrap_err().to_string().contains("shorter than 16"));
+        let mut e = agent("e", "unused");
+        e.token_sha256 = None;
+        e.token_env = Some("KEFU_TEST_SURELY_UNSET_VARIABLE".into());
+        assert!(Agents::new(vec![e]).unwrap_err().to_string().contains("is not set"));
+    }
+
+    #[test]
+    fn agents_see_only_their_tenant_and_groups() {
+        let t = |tenant: &str, group: Option<&str>| Ticket {
+            id: 1,
+            customer: UserKey::new(tenant, "u"),
+            state: TicketState::Queued,
+            enqueued_at: 0,
+            queue_key: 1,
+            group: group.map(str::to_owned),
+            reason: String::new(),
+            intent: None,
+            candidates: vec![],
+            transcript: vec![],
+            left_message: false,
+            timeout_notified: false,
+        };
+        let mut hz = agent("hz", "long-enough-token-1");
+        hz.groups = vec!["0571".into()];
+        hz.tenant = Some("bank".into());
+        assert!(hz.may_handle(&t("bank", Some("0571"))));
+        assert!(hz.may_handle(&t("bank", None)));
+        assert!(!hz.may_handle(&t("bank", Some("0755"))));
+        assert!(!hz.may_handle(&t("other-bank", Some("0571"))));
+        let head = agent("head", "long-enough-token-2");
+        assert!(head.may_handle(&t("other-bank", Some("0755"))));
     }
 }

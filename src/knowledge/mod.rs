@@ -6,6 +6,7 @@
 //! collects every problem with file and line before it fails, so one `kefu kb check`
 //! run shows an editor all there is to fix.
 
+pub mod bundle;
 pub mod content;
 
 use std::collections::{BTreeSet, HashMap};
@@ -286,6 +287,16 @@ impl KnowledgeBase {
 
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+
+    /// Makes entry locations relative to `base` (content loaded from a temporary copy
+    /// reports `knowledge-base/cards.toml`, not the temporary path).
+    pub(crate) fn relocate(&mut self, base: &Path) {
+        for e in &mut self.entries {
+            if let Ok(rel) = e.location.file.strip_prefix(base) {
+                e.location.file = rel.to_owned();
+            }
+        }
     }
 
     pub fn summary(&self) -> Summary {

@@ -176,6 +176,12 @@ pub trait Store: Send + Sync {
     /// Forgets de-duplication records of turns before `before` (Unix seconds); returns
     /// how many were removed. A retry older than that is handled as a new message.
     fn expire_processed(&self, before: i64) -> Result<usize>;
+    /// The content last published through the admin API (an encoded bundle), if any.
+    fn published(&self) -> Result<Option<Vec<u8>>>;
+    /// Durably records published content; a restart serves it.
+    fn set_published(&self, bundle: &[u8]) -> Result<()>;
+    /// Makes everything written so far durable (at shutdown).
+    fn flush(&self) -> Result<()>;
     fn transcript(&self, key: &UserKey) -> Result<Vec<Turn>>;
     fn events(&self) -> Result<Vec<Event>>;
 }
@@ -188,6 +194,8 @@ pub struct SledStore {
     /// (turn time, processed key) → nothing: the expiry order of `processed`.
     processed_by_time: sled::Tree,
     events: sled::Tree,
+    /// Small singletons (the published content).
+    meta: sled::Tree,
     queue: QueueTrees,
     durable: Arc<GroupFlush>,
     path: Option<PathBuf>,
@@ -326,6 +334,7 @@ impl SledStore {
             processed: db.open_tree("processed")?,
             processed_by_time: db.open_tree("processed_by_time")?,
             events: db.open_tree("events")?,
+            meta: db.open_tree("meta")?,
             queue: QueueTrees::open(&db)?,
             durable: Arc::new(GroupFlush::new(db.clone())),
             db,
@@ -342,6 +351,8 @@ impl SledStore {
         SledQueue::with_flush(&self.db, self.durable.clone())
     }
 }
+
+const PUBLISHED: &[u8] = b"v1/published";
 
 pub(crate) fn to_json<T: Serialize>(v: &T) -> Result<Vec<u8>> {
     serde_json::to_vec(v).map_err(|e| Error::Store(format!("cannot encode: {e}")))
@@ -431,6 +442,19 @@ impl Store for SledStore {
                 },
             )
             .map_err(tx_error)?;
+        self.durable.flush()
+    }
+
+    fn published(&self) -> Result<Option<Vec<u8>>> {
+        Ok(self.meta.get(PUBLISHED)?.map(|v| v.to_vec()))
+    }
+
+    fn set_published(&self, bundle: &[u8]) -> Result<()> {
+        self.meta.insert(PUBLISHED, bundle)?;
+        self.durable.flush()
+    }
+
+    fn flush(&self) -> Result<()> {
         self.durable.flush()
     }
 

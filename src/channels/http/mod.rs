@@ -1,0 +1,429 @@
+//! `kefu serve`: the HTTP service that channels, agents and content editors connect to.
+//!
+//! This module is the only one that knows HTTP and JSON. It turns requests into
+//! [`InboundMessage`]s and engine calls, runs the (synchronous, blocking) engine on
+//! tokio's blocking pool with a deadline, and renders replies and errors. Threading
+//! contract: handlers never block an async worker; every engine or store call goes
+//! through [`AppState::blocking`].
+//!
+//! Live delivery: agent replies, queue changes and timeout notices reach customers over
+//! server-sent events (`GET /v1/messages/stream`), and queue activity reaches agents over
+//! `GET /v1/agent/events`. Both are driven by in-process broadcast channels that only say
+//! "look again"; what is sent is always read from the store, with the SSE event id as a
+//! cursor, so a client that reconnects (sending `Last-Event-ID`) gets exactly what it
+//! missed.
+
+mod admin;
+mod agent;
+mod customer;
+pub mod error;
+mod ops;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderName, HeaderValue, Request, StatusCode};
+use axum::response::IntoResponse;
+use axum::Router;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use serde::Serialize;
+use tokio::sync::{broadcast, watch};
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::config::ServerConfig;
+use crate::engine::{Engine, Reply};
+use crate::handoff::{resolve_secret, Ticket, TicketId};
+use crate::store::UserKey;
+pub use error::{ApiError, ApiJson};
+
+/// Something changed for one customer: an agent wrote, the chat changed state, or a
+/// notice (timeout) is to be shown. Streams re-read the store when they see their key.
+#[derive(Debug, Clone)]
+pub struct CustomerSignal {
+    pub key: UserKey,
+    pub notice: Option<Reply>,
+}
+
+/// Queue activity for agents' live views.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct AgentEvent {
+    /// `chat_queued`, `customer_message`, `chat_cancelled`, `chat_claimed`,
+    /// `chat_released`, `chat_closed`, `chat_timed_out`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub ticket: TicketId,
+    #[serde(skip)]
+    pub tenant: String,
+    #[serde(skip)]
+    pub group: Option<String>,
+}
+
+impl AgentEvent {
+    pub fn of(kind: &'static str, t: &Ticket) -> Self {
+        AgentEvent {
+            kind,
+            ticket: t.id,
+            tenant: t.customer.tenant.clone(),
+            group: t.group.clone(),
+        }
+    }
+}
+
+/// Pushes messages to customers on channels that cannot hold a stream open (WeChat's
+/// 客服消息 API). Streams of the web channel need none.
+pub trait CustomerPush: Send + Sync {
+    /// Whether this pusher serves the customer (e.g. user ids starting with `wx:`).
+    fn serves(&self, key: &UserKey) -> bool;
+    /// Sends a text; may block (called on the blocking pool).
+    fn push(&self, key: &UserKey, text: &str) -> crate::Result<()>;
+}
+
+pub struct AppState {
+    pub engine: Arc<Engine>,
+    pub config: ServerConfig,
+    admin_hash: Option<[u8; 32]>,
+    pub customers: broadcast::Sender<CustomerSignal>,
+    pub agents: broadcast::Sender<AgentEvent>,
+    limiter: RateLimiter,
+    metrics: PrometheusHandle,
+    shutdown: watch::Receiver<bool>,
+    pushers: Vec<Arc<dyn CustomerPush>>,
+    started: Instant,
+}
+
+impl AppState {
+    /// Builds the state; fails on a misconfigured admin token (a reference to an unset
+    /// variable, a hash that is not one).
+    pub fn new(engine: Arc<Engine>, shutdown: watch::Receiver<bool>) -> crate::Result<Self> {
+        let config = engine.config().server.clone();
+        let a = &engine.config().admin;
+        let admin_hash = if a.token_sha256.is_none() && a.token_env.is_none() && a.token_file.is_none()
+        {
+            None
+        } else {
+            Some(resolve_secret(
+                "admin",
+                a.token_sha256.as_deref(),
+                a.token_env.as_deref(),
+                a.token_file.as_deref(),
+            )?)
+        };
+        Ok(AppState {
+            limiter: RateLimiter::new(config.customer_messages_per_minute, config.customer_burst),
+            engine,
+            config,
+            admin_hash,
+            customers: broadcast::channel(4096).0,
+            agents: broadcast::channel(4096).0,
+            metrics: metrics_handle(),
+            shutdown,
+            pushers: Vec::new(),
+            started: Instant::now(),
+        })
+    }
+
+    /// Adds a pusher for customers of a channel without streams (WeChat).
+    pub fn with_pusher(mut self, p: Arc<dyn CustomerPush>) -> Self {
+        self.pushers.push(p);
+        self
+    }
+
+    /// Runs blocking engine work on the blocking pool, within the request deadline.
+    pub async fn blocking<T, F>(&self, f: F) -> Result<T, ApiError>
+    where
+        F: FnOnce(&Engine) -> crate::Result<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let engine = self.engine.clone();
+        let task = tokio::task::spawn_blocking(move || f(&engine));
+        let limit = Duration::from_secs(self.config.request_timeout_secs.max(1));
+        match tokio::time::timeout(limit, task).await {
+            Ok(joined) => Ok(joined??),
+            Err(_) => {
+                metrics::counter!("kefu_errors_total", "kind" => "timeout").increment(1);
+                Err(ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "timeout",
+                    "the request took too long; please try again",
+                ))
+            }
+        }
+    }
+
+    /// Tells streams of `key` to look again, and pushes agent messages to customers of
+    /// push channels.
+    pub fn customer_changed(&self, key: &UserKey, notice: Option<Reply>) {
+        let _ = self.customers.send(CustomerSignal {
+            key: key.clone(),
+            notice,
+        });
+    }
+
+    pub fn agent_event(&self, e: AgentEvent) {
+        let _ = self.agents.send(e);
+    }
+
+    fn admin_ok(&self, token: Option<&str>) -> bool {
+        use sha2::{Digest, Sha256};
+        use subtle::ConstantTimeEq;
+        match (self.admin_hash, token) {
+            (Some(hash), Some(t)) => {
+                let given: [u8; 32] = Sha256::digest(t.as_bytes()).into();
+                bool::from(hash.ct_eq(&given))
+            }
+            _ => false,
+        }
+    }
+
+    fn shutting_down(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+}
+
+/// The one Prometheus recorder of this process (a recorder is process-global; tests
+/// start several servers in one process).
+fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets(&[
+                    0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                ])
+                .map(|b| b.build_recorder())
+                .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder());
+            let handle = recorder.handle();
+            // Another recorder may already be installed by an embedding program.
+            let _ = metrics::set_global_recorder(recorder);
+            handle
+        })
+        .clone()
+}
+
+/// Token buckets per customer: `burst` messages at once, refilled at `per_minute`.
+/// Buckets that are full again are dropped by the sweeper, so memory follows the
+/// number of customers active in the last minute or so.
+struct RateLimiter {
+    per_sec: f64,
+    burst: f64,
+    buckets: Mutex<HashMap<UserKey, (f64, Instant)>>,
+}
+
+impl RateLimiter {
+    fn new(per_minute: u32, burst: u32) -> Self {
+        RateLimiter {
+            per_sec: f64::from(per_minute.max(1)) / 60.0,
+            burst: f64::from(burst.max(1)),
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn allow(&self, key: &UserKey) -> bool {
+        let now = Instant::now();
+        let mut b = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        let (tokens, last) = b.entry(key.clone()).or_insert((self.burst, now));
+        *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * self.per_sec).min(self.burst);
+        *last = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn prune(&self) {
+        let now = Instant::now();
+        let mut b = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        let (per_sec, burst) = (self.per_sec, self.burst);
+        b.retain(|_, (tokens, last)| *tokens + now.duration_since(*last).as_secs_f64() * per_sec < burst);
+    }
+}
+
+/// The whole HTTP surface.
+pub fn router(state: Arc<AppState>) -> Router {
+    let request_id = HeaderName::from_static("x-request-id");
+    let max_body = state.config.max_body_bytes;
+    Router::new()
+        .merge(customer::routes())
+        .merge(agent::routes())
+        .merge(admin::routes())
+        .merge(ops::routes())
+        .fallback(|| async { ApiError::not_found("no such endpoint") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this endpoint does not take that method",
+            )
+        })
+        .with_state(state)
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(CatchPanicLayer::custom(|_| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "internal error",
+            )
+            .into_response()
+        }))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            axum::http::header::CACHE_CONTROL,
+            HeaderValue::from_static("no-store"),
+        ))
+        .layer(SetResponseHeaderLayer::overriding(
+            HeaderName::from_static("x-content-type-options"),
+            HeaderValue::from_static("nosniff"),
+        ))
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        // The span names the request id, method and path: never the query string or
+        // body, which carry customer ids and message text.
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
+                let id = req
+                    .headers()
+                    .get("x-request-id")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("-");
+                tracing::info_span!("request", id, method = %req.method(), path = %req.uri().path())
+            }),
+        )
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+}
+
+/// Runs the service on `listener` until `stop` resolves, then stops accepting,
+/// finishes requests in flight, ends live streams, and flushes the store.
+pub async fn serve(
+    engine: Arc<Engine>,
+    listener: tokio::net::TcpListener,
+    stop: impl Future<Output = ()> + Send + 'static,
+    extra: impl FnOnce(AppState) -> (Arc<AppState>, Router),
+) -> crate::Result<()> {
+    let (tx, rx) = watch::channel(false);
+    let state = AppState::new(engine.clone(), rx)?;
+    let (state, extra_routes) = extra(state);
+    let app = router(state.clone()).merge(extra_routes);
+    let duties = tokio::spawn(background(state.clone()));
+    let shutdown = async move {
+        stop.await;
+        tracing::info!("shutting down: finishing requests in flight");
+        let _ = tx.send(true);
+    };
+    let result = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(|e| crate::Error::io("listener", e));
+    duties.abort();
+    let flushed = tokio::task::spawn_blocking(move || engine.store().flush())
+        .await
+        .map_err(|e| crate::Error::Store(format!("flush at shutdown: {e}")))?;
+    result?;
+    flushed?;
+    tracing::info!("stopped; store flushed");
+    Ok(())
+}
+
+/// Periodic duties: queue timeouts (customers are told, agents see it), expiry of
+/// de-duplication records, pruning of rate-limit buckets.
+async fn background(state: Arc<AppState>) {
+    let every = Duration::from_secs(state.config.sweep_interval_secs.max(1));
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        let now = now();
+        let ttl = state.config.dedup_ttl_secs;
+        let swept = state
+            .blocking(move |e| {
+                let timeouts = e.sweep_timeouts(now)?;
+                let expired = e.store().expire_processed(now - ttl)?;
+                let queued = e.queue().queued_len()?;
+                Ok((timeouts, expired, queued))
+            })
+            .await;
+        match swept {
+            Ok((timeouts, expired, queued)) => {
+                metrics::gauge!("kefu_queue_length").set(queued as f64);
+                if expired > 0 {
+                    tracing::info!(expired, "expired de-duplication records");
+                }
+                for (key, notice) in timeouts {
+                    if let Some(h) = &notice.handoff {
+                        let _ = state.agents.send(AgentEvent {
+                            kind: "chat_timed_out",
+                            ticket: h.ticket,
+                            tenant: key.tenant.clone(),
+                            group: None,
+                        });
+                    }
+                    push_to_channels(&state, &key, &notice.plain_text()).await;
+                    state.customer_changed(&key, Some(notice));
+                }
+            }
+            Err(e) => tracing::error!(code = e.code, "background duties failed: {}", e.message),
+        }
+        state.limiter.prune();
+    }
+}
+
+/// Delivers text to a customer of a push channel (WeChat), if one serves them.
+pub(crate) async fn push_to_channels(state: &Arc<AppState>, key: &UserKey, text: &str) {
+    for p in &state.pushers {
+        if p.serves(key) {
+            let (p, key2, text) = (p.clone(), key.clone(), text.to_owned());
+            let sent = tokio::task::spawn_blocking(move || p.push(&key2, &text)).await;
+            if !matches!(sent, Ok(Ok(()))) {
+                metrics::counter!("kefu_errors_total", "kind" => "push").increment(1);
+                tracing::warn!("could not push a message to a customer's channel");
+            }
+        }
+    }
+}
+
+pub(crate) fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// The bearer token of a request, if any.
+pub(crate) fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(str::trim)
+}
+
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(title = "kefu", description = "Customer-service engine for Chinese retail banks"),
+    paths(
+        customer::post_message,
+        customer::stream,
+        agent::queue,
+        agent::claim,
+        agent::chat,
+        agent::reply,
+        agent::release,
+        agent::close,
+        agent::events,
+        agent::search,
+        admin::validate,
+        admin::publish,
+        admin::unanswered,
+        admin::stats,
+        ops::healthz,
+        ops::readyz,
+        ops::metrics,
+    ),
+    components(schemas(error::ErrorBody, error::ErrorDetail))
+)]
+pub struct ApiDoc;
