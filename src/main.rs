@@ -48,7 +48,12 @@ enum Command {
     /// `KEFU_AGENT_TOKEN` or `--token-file`, never from the command line.
     Agent {
         /// The server's base URL.
-        #[arg(long, global = true, env = "KEFU_SERVER", default_value = "http://127.0.0.1:8080")]
+        #[arg(
+            long,
+            global = true,
+            env = "KEFU_SERVER",
+            default_value = "http://127.0.0.1:8080"
+        )]
         server: String,
         /// A file holding the agent's token (instead of KEFU_AGENT_TOKEN).
         #[arg(long, global = true)]
@@ -141,9 +146,10 @@ impl Setup {
         };
         let (content, from_dirs) = match &self.kb {
             Some(kb) => {
-                let intents = self.intents.clone().unwrap_or_else(|| {
-                    kb.parent().unwrap_or(Path::new(".")).join("intents")
-                });
+                let intents = self
+                    .intents
+                    .clone()
+                    .unwrap_or_else(|| kb.parent().unwrap_or(Path::new(".")).join("intents"));
                 let c = ContentBundle::from_dirs(kb, &intents).with_context(|| {
                     format!("cannot read {} / {}", kb.display(), intents.display())
                 })?;
@@ -262,7 +268,10 @@ fn run(cli: Cli) -> Result<std::process::ExitCode> {
             let mut token = String::new();
             std::io::Read::read_to_string(&mut std::io::stdin(), &mut token)?;
             let token = token.trim();
-            anyhow::ensure!(token.chars().count() >= 16, "a token needs at least 16 characters");
+            anyhow::ensure!(
+                token.chars().count() >= 16,
+                "a token needs at least 16 characters"
+            );
             say!("{}", kefu::handoff::hash_token(token));
             Ok(std::process::ExitCode::SUCCESS)
         }
@@ -649,7 +658,9 @@ fn report_unanswered(data: &Path, kb: &Path, json: bool) -> Result<std::process:
 fn serve(setup: &Setup, listen: Option<String>, log_json: bool) -> Result<std::process::ExitCode> {
     let filter = tracing_subscriber::EnvFilter::try_from_env("KEFU_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if log_json {
         builder.json().init();
     } else {
@@ -748,7 +759,10 @@ fn agent(server: &str, token: &str, command: AgentCommand) -> Result<std::proces
             "#{:<6} {:<8} 等待 {:<8} 客户 {}/{}  网点 {}  意图 {}  原因 {}",
             x["ticket"],
             state,
-            format!("{} 分钟", (x["waited_secs"].as_i64().unwrap_or(0) + 59) / 60),
+            format!(
+                "{} 分钟",
+                (x["waited_secs"].as_i64().unwrap_or(0) + 59) / 60
+            ),
             x["tenant"].as_str().unwrap_or(""),
             x["customer"].as_str().unwrap_or(""),
             x["group"].as_str().unwrap_or("-"),
@@ -778,7 +792,11 @@ fn agent(server: &str, token: &str, command: AgentCommand) -> Result<std::proces
         }
         say!("—— 转人工后的消息 ——");
         for m in v["messages"].as_array().into_iter().flatten() {
-            say!("[{}] {}", who(m["from"].as_str().unwrap_or("")), m["text"].as_str().unwrap_or(""));
+            say!(
+                "[{}] {}",
+                who(m["from"].as_str().unwrap_or("")),
+                m["text"].as_str().unwrap_or("")
+            );
         }
         Ok(())
     };
@@ -816,7 +834,11 @@ fn agent(server: &str, token: &str, command: AgentCommand) -> Result<std::proces
             say!("已发送给 #{ticket} 的客户。");
         }
         AgentCommand::Release { ticket } => {
-            call(Method::POST, format!("/v1/agent/chats/{ticket}/release"), None)?;
+            call(
+                Method::POST,
+                format!("/v1/agent/chats/{ticket}/release"),
+                None,
+            )?;
             say!("#{ticket} 已放回队列，保持原来的位置。");
         }
         AgentCommand::Close { ticket, summary } => {

@@ -111,7 +111,7 @@ fn places_and_waits_follow_the_queue() {
     }
     let first = e
         .queue()
-        .claim_next("agent", &[], MORNING + 100)
+        .claim_next(&common::agent("agent", &[]), MORNING + 100)
         .unwrap()
         .unwrap();
     assert_eq!(first.customer, key("a"), "oldest first");

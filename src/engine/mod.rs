@@ -278,7 +278,12 @@ impl Engine {
         let (kb, intents) = content.load()?;
         let queue = store.queue()?;
         let mut engine = Engine::new(kb, intents, Arc::new(store), Arc::new(queue), config)?;
-        if let Some(k) = Arc::get_mut(engine.knowledge.get_mut().unwrap_or_else(|p| p.into_inner())) {
+        if let Some(k) = Arc::get_mut(
+            engine
+                .knowledge
+                .get_mut()
+                .unwrap_or_else(|p| p.into_inner()),
+        ) {
             k.version = content.version();
         }
         Ok(engine)
@@ -327,7 +332,10 @@ impl Engine {
     /// Unanswered and asked-back questions, grouped, for the content team.
     pub fn unanswered(&self) -> Result<Vec<crate::report::UnansweredGroup>> {
         let k = self.current();
-        Ok(crate::report::unanswered(&self.store.events()?, k.retriever.analyzer()))
+        Ok(crate::report::unanswered(
+            &self.store.events()?,
+            k.retriever.analyzer(),
+        ))
     }
 
     /// The content version serving now.
@@ -337,7 +345,13 @@ impl Engine {
 
     /// Knowledge-base search for agents and editors: the best entries for `text` as
     /// (id, question, answer), without the bands a customer would get.
-    pub fn search(&self, text: &str, branch: Option<&str>, today: time::Date, n: usize) -> Result<Vec<(String, String, String)>> {
+    pub fn search(
+        &self,
+        text: &str,
+        branch: Option<&str>,
+        today: time::Date,
+        n: usize,
+    ) -> Result<Vec<(String, String, String)>> {
         let k = self.current();
         let r = &k.retriever;
         let ranking = r.rank(text, Audience { branch, today })?;
@@ -352,7 +366,11 @@ impl Engine {
 
     /// Messages of the customer's latest hand-off chat after `after_seq` (any speaker),
     /// with that chat: what a reconnecting stream replays. Nothing is marked delivered.
-    pub fn messages_since(&self, key: &UserKey, after_seq: u64) -> Result<(Option<Ticket>, Vec<TicketMessage>)> {
+    pub fn messages_since(
+        &self,
+        key: &UserKey,
+        after_seq: u64,
+    ) -> Result<(Option<Ticket>, Vec<TicketMessage>)> {
         let Some(session) = self.store.session(key)? else {
             return Ok((None, Vec::new()));
         };

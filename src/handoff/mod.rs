@@ -981,7 +981,11 @@ mod tests {
         none.token_sha256 = None;
         let err = Agents::new(vec![none]).unwrap_err().to_string();
         assert!(err.contains("never goes in the configuration"), "{err}");
-        assert!(Agents::new(vec![agent("a", "long-enough-token-1"), agent("a", "long-enough-token-2")]).is_err());
+        assert!(Agents::new(vec![
+            agent("a", "long-enough-token-1"),
+            agent("a", "long-enough-token-2")
+        ])
+        .is_err());
     }
 
     #[test]
@@ -998,11 +1002,17 @@ mod tests {
         let mut s = agent("s", "unused");
         s.token_sha256 = None;
         s.token_file = Some(dir.path().join("short"));
-        assert!(Agents::new(vec![s]).unwrap_err().to_string().contains("shorter than 16"));
+        assert!(Agents::new(vec![s])
+            .unwrap_err()
+            .to_string()
+            .contains("shorter than 16"));
         let mut e = agent("e", "unused");
         e.token_sha256 = None;
         e.token_env = Some("KEFU_TEST_SURELY_UNSET_VARIABLE".into());
-        assert!(Agents::new(vec![e]).unwrap_err().to_string().contains("is not set"));
+        assert!(Agents::new(vec![e])
+            .unwrap_err()
+            .to_string()
+            .contains("is not set"));
     }
 
     #[test]

@@ -155,7 +155,10 @@ mod tests {
     #[test]
     fn the_bundled_content_loads_and_has_a_stable_version() {
         let b = ContentBundle::bundled();
-        assert!(b.files.iter().any(|f| f.name == "knowledge-base/cards.toml"));
+        assert!(b
+            .files
+            .iter()
+            .any(|f| f.name == "knowledge-base/cards.toml"));
         assert!(b.files.iter().any(|f| f.name == "intents/service.toml"));
         let (kb, _) = b.load().unwrap();
         assert!(kb.len() > 100);

@@ -2,6 +2,8 @@
 //! store in a temp dir.
 #![allow(dead_code)]
 
+pub mod server;
+
 use std::path::{Path, PathBuf};
 
 use kefu::config::EngineConfig;
@@ -56,4 +58,17 @@ pub fn say(engine: &Engine, user: &str, text: &str, at: i64) -> Reply {
 pub fn question_of(kb: &KnowledgeBase, id: &str) -> String {
     let i = kb.index_of(id).unwrap_or_else(|| panic!("no entry {id}"));
     kb.get(i).map(|e| e.question.clone()).unwrap_or_default()
+}
+
+/// An agent as configured: token given by its hash.
+pub fn agent(id: &str, groups: &[&str]) -> kefu::handoff::Agent {
+    kefu::handoff::Agent {
+        id: id.into(),
+        name: format!("客服{id}"),
+        token_sha256: Some(kefu::handoff::hash_token(&format!("{id}-token-0123456789"))),
+        token_env: None,
+        token_file: None,
+        groups: groups.iter().map(|g| g.to_string()).collect(),
+        tenant: None,
+    }
 }

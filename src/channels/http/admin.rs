@@ -86,7 +86,10 @@ fn bundle(upload: ContentUpload) -> Result<ContentBundle, ApiError> {
             (None, Some(b64)) => base64::engine::general_purpose::STANDARD
                 .decode(b64.trim())
                 .map_err(|_| {
-                    ApiError::bad_request("invalid_input", format!("{}: content_base64 is not valid base64", f.name))
+                    ApiError::bad_request(
+                        "invalid_input",
+                        format!("{}: content_base64 is not valid base64", f.name),
+                    )
                 })?,
             _ => {
                 return Err(ApiError::bad_request(
@@ -95,7 +98,10 @@ fn bundle(upload: ContentUpload) -> Result<ContentBundle, ApiError> {
                 ))
             }
         };
-        files.push(ContentFile { name: f.name, bytes });
+        files.push(ContentFile {
+            name: f.name,
+            bytes,
+        });
     }
     Ok(ContentBundle { files })
 }
@@ -143,7 +149,8 @@ pub(super) async fn validate(
     admin(&state, &headers)?;
     let content = bundle(upload)?;
     let version = content.version();
-    let result = tokio::task::spawn_blocking(move || content.load().map(|(kb, _)| kb.summary())).await?;
+    let result =
+        tokio::task::spawn_blocking(move || content.load().map(|(kb, _)| kb.summary())).await?;
     Ok(ApiJson(report(version, result)?))
 }
 
@@ -237,7 +244,9 @@ pub(super) async fn stats(
                     }
                     EventKind::Intent { name } if name == "handoff" => s.handoffs += 1,
                     EventKind::Feedback { positive: true, .. } => s.feedback_positive += 1,
-                    EventKind::Feedback { positive: false, .. } => s.feedback_negative += 1,
+                    EventKind::Feedback {
+                        positive: false, ..
+                    } => s.feedback_negative += 1,
                     _ => {}
                 }
             }

@@ -39,7 +39,10 @@ pub(super) struct Me(pub Agent);
 impl FromRequestParts<Arc<AppState>> for Me {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, ApiError> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, ApiError> {
         let token = bearer(&parts.headers).ok_or_else(ApiError::unauthorized)?;
         match state.engine.agents().authenticate(token) {
             Ok(a) => Ok(Me(a.clone())),
@@ -106,14 +109,22 @@ pub struct QueueView {
 /// The queue as this agent may see it, and their own chats.
 #[utoipa::path(get, path = "/v1/agent/queue", security(("bearer" = [])),
     responses((status = 200, body = QueueView), (status = 401, body = super::error::ErrorBody)))]
-pub(super) async fn queue(State(state): State<Arc<AppState>>, Me(me): Me) -> Result<ApiJson<QueueView>, ApiError> {
+pub(super) async fn queue(
+    State(state): State<Arc<AppState>>,
+    Me(me): Me,
+) -> Result<ApiJson<QueueView>, ApiError> {
     let view = state
         .blocking(move |e| {
             let t = now();
             let queued = e.queue().queued(usize::MAX)?;
             let mine = e.queue().claimed_by(&me.id)?;
             Ok(QueueView {
-                queued: queued.iter().filter(|q| me.may_handle(q)).take(200).map(|q| summary(q, t)).collect(),
+                queued: queued
+                    .iter()
+                    .filter(|q| me.may_handle(q))
+                    .take(200)
+                    .map(|q| summary(q, t))
+                    .collect(),
                 mine: mine.iter().map(|q| summary(q, t)).collect(),
             })
         })
@@ -134,7 +145,8 @@ fn optional_json<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Resul
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
-    serde_json::from_slice(body).map_err(|e| ApiError::bad_request("invalid_json", format!("invalid JSON body: {e}")))
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request("invalid_json", format!("invalid JSON body: {e}")))
 }
 
 /// Loads a ticket this agent may see, or answers 404.
@@ -229,11 +241,19 @@ pub(super) async fn chat(
                 transcript: t
                     .transcript
                     .iter()
-                    .map(|l| LineView { at: l.at, from: speaker(l.from), text: l.text.clone() })
+                    .map(|l| LineView {
+                        at: l.at,
+                        from: speaker(l.from),
+                        text: l.text.clone(),
+                    })
                     .collect(),
                 messages: messages
                     .iter()
-                    .map(|m| LineView { at: m.at, from: speaker(m.from), text: m.text.clone() })
+                    .map(|m| LineView {
+                        at: m.at,
+                        from: speaker(m.from),
+                        text: m.text.clone(),
+                    })
                     .collect(),
             })
         })
@@ -270,7 +290,9 @@ pub(super) async fn reply(
     let (t, seq) = state
         .blocking(move |e| {
             let t = visible(e, &me, id)?;
-            let m = e.queue().post(id, Speaker::Agent, Some(&me.id), &text, now())?;
+            let m = e
+                .queue()
+                .post(id, Speaker::Agent, Some(&me.id), &text, now())?;
             // Records the message in the customer's transcript and marks it delivered
             // for channels that read the outbox.
             e.outbox(&t.customer)?;
@@ -414,17 +436,27 @@ pub(super) async fn search(
 ) -> Result<ApiJson<Vec<SearchHit>>, ApiError> {
     let Query(q) = query.map_err(query_rejection)?;
     if q.q.trim().is_empty() || q.q.chars().count() > 200 {
-        return Err(ApiError::bad_request("invalid_input", "q must be 1-200 characters"));
+        return Err(ApiError::bad_request(
+            "invalid_input",
+            "q must be 1-200 characters",
+        ));
     }
     let today = time::OffsetDateTime::now_utc()
-        .to_offset(time::UtcOffset::from_hms(state.engine.config().utc_offset_hours, 0, 0).unwrap_or(time::UtcOffset::UTC))
+        .to_offset(
+            time::UtcOffset::from_hms(state.engine.config().utc_offset_hours, 0, 0)
+                .unwrap_or(time::UtcOffset::UTC),
+        )
         .date();
     let hits = state
         .blocking(move |e| e.search(&q.q, q.branch.as_deref(), today, 8))
         .await?;
     Ok(ApiJson(
         hits.into_iter()
-            .map(|(id, question, answer)| SearchHit { id, question, answer })
+            .map(|(id, question, answer)| SearchHit {
+                id,
+                question,
+                answer,
+            })
             .collect(),
     ))
 }

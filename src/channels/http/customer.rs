@@ -121,7 +121,10 @@ fn kind_name(k: ReplyKind) -> &'static str {
 
 fn label(value: Option<&str>, max: usize) -> String {
     let v = value.unwrap_or("api");
-    if v.len() <= max && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+    if v.len() <= max
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
         v.to_owned()
     } else {
         "other".to_owned()
@@ -208,7 +211,10 @@ pub(super) async fn stream(
 ) -> Result<impl axum::response::IntoResponse, ApiError> {
     let Query(q) = query.map_err(query_rejection)?;
     if q.user.is_empty() || q.user.len() > 128 {
-        return Err(ApiError::bad_request("invalid_input", "user must be 1-128 bytes"));
+        return Err(ApiError::bad_request(
+            "invalid_input",
+            "user must be 1-128 bytes",
+        ));
     }
     let key = UserKey::new(q.tenant.unwrap_or_else(|| DEFAULT_TENANT.into()), q.user);
     let resume = headers
@@ -266,16 +272,23 @@ async fn customer_feed(
         if let Some(t) = ticket {
             let (name, agent) = match &t.state {
                 crate::handoff::TicketState::Queued => ("queued", None),
-                crate::handoff::TicketState::Claimed { agent, .. } => ("claimed", Some(agent.clone())),
+                crate::handoff::TicketState::Claimed { agent, .. } => {
+                    ("claimed", Some(agent.clone()))
+                }
                 crate::handoff::TicketState::Closed { .. } => ("closed", None),
                 crate::handoff::TicketState::Cancelled { .. } => ("cancelled", None),
                 crate::handoff::TicketState::Returned { .. } => ("returned", None),
             };
             let label = format!("{}:{name}", t.id);
             if last_state.as_deref() != Some(label.as_str()) {
-                let agent_name = agent.and_then(|a| state.engine.agents().get(&a).map(|a| a.name.clone()));
+                let agent_name =
+                    agent.and_then(|a| state.engine.agents().get(&a).map(|a| a.name.clone()));
                 let data = serde_json::json!({"ticket": t.id, "state": name, "agent": agent_name});
-                if tx.send(Ok(Event::default().event("handoff").data(data.to_string()))).await.is_err() {
+                if tx
+                    .send(Ok(Event::default().event("handoff").data(data.to_string())))
+                    .await
+                    .is_err()
+                {
                     return;
                 }
                 last_state = Some(label);

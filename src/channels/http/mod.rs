@@ -103,17 +103,17 @@ impl AppState {
     pub fn new(engine: Arc<Engine>, shutdown: watch::Receiver<bool>) -> crate::Result<Self> {
         let config = engine.config().server.clone();
         let a = &engine.config().admin;
-        let admin_hash = if a.token_sha256.is_none() && a.token_env.is_none() && a.token_file.is_none()
-        {
-            None
-        } else {
-            Some(resolve_secret(
-                "admin",
-                a.token_sha256.as_deref(),
-                a.token_env.as_deref(),
-                a.token_file.as_deref(),
-            )?)
-        };
+        let admin_hash =
+            if a.token_sha256.is_none() && a.token_env.is_none() && a.token_file.is_none() {
+                None
+            } else {
+                Some(resolve_secret(
+                    "admin",
+                    a.token_sha256.as_deref(),
+                    a.token_env.as_deref(),
+                    a.token_file.as_deref(),
+                )?)
+            };
         Ok(AppState {
             limiter: RateLimiter::new(config.customer_messages_per_minute, config.customer_burst),
             engine,
@@ -228,7 +228,8 @@ impl RateLimiter {
         let now = Instant::now();
         let mut b = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
         let (tokens, last) = b.entry(key.clone()).or_insert((self.burst, now));
-        *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * self.per_sec).min(self.burst);
+        *tokens =
+            (*tokens + now.duration_since(*last).as_secs_f64() * self.per_sec).min(self.burst);
         *last = now;
         if *tokens >= 1.0 {
             *tokens -= 1.0;
@@ -242,7 +243,9 @@ impl RateLimiter {
         let now = Instant::now();
         let mut b = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
         let (per_sec, burst) = (self.per_sec, self.burst);
-        b.retain(|_, (tokens, last)| *tokens + now.duration_since(*last).as_secs_f64() * per_sec < burst);
+        b.retain(|_, (tokens, last)| {
+            *tokens + now.duration_since(*last).as_secs_f64() * per_sec < burst
+        });
     }
 }
 
@@ -404,7 +407,10 @@ pub(crate) fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
 
 #[derive(utoipa::OpenApi)]
 #[openapi(
-    info(title = "kefu", description = "Customer-service engine for Chinese retail banks"),
+    info(
+        title = "kefu",
+        description = "Customer-service engine for Chinese retail banks"
+    ),
     paths(
         customer::post_message,
         customer::stream,
