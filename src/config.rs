@@ -26,6 +26,7 @@ pub struct EngineConfig {
     /// The bank's local time, for service hours and dates ("上个月").
     pub utc_offset_hours: i8,
     pub handoff: HandoffConfig,
+    pub banking: crate::banking::BankingConfig,
 }
 
 impl Default for EngineConfig {
@@ -38,6 +39,7 @@ impl Default for EngineConfig {
             welcome: Vec::new(),
             utc_offset_hours: 8,
             handoff: HandoffConfig::default(),
+            banking: crate::banking::BankingConfig::default(),
         }
     }
 }
