@@ -387,14 +387,24 @@ impl BankingBackend for DemoBank {
         let Some(mut ch) = self.get::<Challenge>(&key)? else {
             return Err(BankingError::not_found("code"));
         };
-        if ch.used || now > ch.expires_at {
+        if now > ch.expires_at {
             return Ok(CodeCheck::Expired);
         }
         if code != DEMO_CODE {
-            return Ok(CodeCheck::Wrong);
+            // Once the right code was given, the challenge takes no more guesses.
+            return Ok(if ch.used {
+                CodeCheck::Expired
+            } else {
+                CodeCheck::Wrong
+            });
         }
-        ch.used = true;
-        self.put(&key, &ch)?;
+        // Checking the right code again is idempotent: a challenge stands for one
+        // binding or one confirmed payment, and a turn lost after the check (the engine
+        // crashed before its commit) must pass again when the channel retries it.
+        if !ch.used {
+            ch.used = true;
+            self.put(&key, &ch)?;
+        }
         Ok(CodeCheck::Valid {
             customer: ch.customer,
         })
@@ -789,8 +799,15 @@ mod tests {
         );
         assert_eq!(
             b.check_code(&ch.challenge, DEMO_CODE, NOW).unwrap(),
+            CodeCheck::Valid {
+                customer: "C001".into()
+            },
+            "a retried check passes again"
+        );
+        assert_eq!(
+            b.check_code(&ch.challenge, "000000", NOW).unwrap(),
             CodeCheck::Expired,
-            "a code is used once"
+            "but takes no more guesses"
         );
         assert!(matches!(
             b.start_binding("6222020012340000", NOW),

@@ -450,19 +450,30 @@ pub fn yuan(fen: i64) -> String {
     format!("{sign}{grouped}.{:02}元", abs % 100)
 }
 
-/// Digits of a card number as customers type it: spaces, dashes (also full-width) and
-/// full-width digits allowed. `None` unless 16-19 digits remain and nothing else.
+/// Digits of a card number as customers type it: spaces and dashes (also full-width)
+/// between digits, full-width digits, words around it ("卡号是 6222 …"). `None` unless
+/// exactly one run of 16-19 digits is there.
 pub fn card_digits(text: &str) -> Option<String> {
-    let mut digits = String::new();
-    for c in text.trim().chars() {
+    let mut runs: Vec<String> = Vec::new();
+    let mut run = String::new();
+    for c in text.chars() {
         match c {
-            '0'..='9' => digits.push(c),
-            '０'..='９' => digits.push(char::from(b'0' + (c as u32 - '０' as u32) as u8)),
-            ' ' | '\u{3000}' | '\t' | '-' | '－' | '—' | '–' | '‐' => {}
-            _ => return None,
+            '0'..='9' => run.push(c),
+            '０'..='９' => run.push(char::from(b'0' + (c as u32 - '０' as u32) as u8)),
+            ' ' | '\u{3000}' | '\t' | '-' | '－' | '—' | '–' | '‐' if !run.is_empty() => {}
+            _ => {
+                if !run.is_empty() {
+                    runs.push(std::mem::take(&mut run));
+                }
+            }
         }
     }
-    (16..=19).contains(&digits.len()).then_some(digits)
+    runs.push(run);
+    let mut cards = runs.into_iter().filter(|r| (16..=19).contains(&r.len()));
+    match (cards.next(), cards.next()) {
+        (Some(card), None) => Some(card),
+        _ => None,
+    }
 }
 
 /// `**** 2345`: how a card appears in every reply.
@@ -490,7 +501,12 @@ mod tests {
             );
         }
         assert_eq!(card_digits("123456"), None);
-        assert_eq!(card_digits("卡号6222020012342345"), None);
+        assert_eq!(
+            card_digits("卡号是 6222 0200 1234 2345。").as_deref(),
+            Some("6222020012342345")
+        );
+        assert_eq!(card_digits("6222020012342345 6222020012342345"), None);
+        assert_eq!(card_digits("62220200123423451234"), None);
     }
 
     #[test]
