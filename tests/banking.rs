@@ -695,3 +695,52 @@ fn replies_never_echo_the_card_number() {
         "{all}"
     );
 }
+
+#[test]
+fn transaction_alerts_reach_live_bindings_only() {
+    use kefu::engine::account::AlertEvent;
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine(dir.path());
+    bind(&e, "u", CARD, "1", MORNING);
+    let alert = AlertEvent {
+        tenant: "bank".into(),
+        customer: "C001".into(),
+        card_tail: "2345".into(),
+        amount: -50_000,
+        balance_after: Some(5_184_567),
+        description: "转账至 6222 0299 8877 4321".into(),
+        at: MORNING + 600,
+    };
+    let n = e.alert_notices(&alert).unwrap();
+    assert_eq!(n.dropped, 0);
+    assert_eq!(n.deliver.len(), 1);
+    let (to, text) = &n.deliver[0];
+    assert_eq!(to, &key("u"));
+    assert!(text.contains("尾号2345的银行卡于11月24日10:10支出500.00元"), "{text}");
+    assert!(text.contains("余额51,845.67元"), "{text}");
+    assert!(!text.contains("6222029988774321") && !text.contains("0299 8877"), "{text}");
+
+    // Another customer's card: nobody bound it.
+    let other = AlertEvent {
+        customer: "C002".into(),
+        card_tail: "8888".into(),
+        ..alert.clone()
+    };
+    assert_eq!(e.alert_notices(&other).unwrap().deliver.len(), 0);
+    assert_eq!(e.alert_notices(&other).unwrap().dropped, 1);
+
+    // After the binding expired: dropped.
+    let late = AlertEvent {
+        at: MORNING + 3 + 86_400,
+        ..alert.clone()
+    };
+    let n = e.alert_notices(&late).unwrap();
+    assert_eq!((n.deliver.len(), n.dropped), (0, 1));
+
+    // After 解绑: dropped.
+    bind(&e, "v", CARD, "2", MORNING);
+    assert_eq!(e.alert_notices(&alert).unwrap().deliver.len(), 1);
+    say(&e, "v", "解绑", MORNING + 10);
+    let n = e.alert_notices(&alert).unwrap();
+    assert_eq!((n.deliver.len(), n.dropped), (0, 1));
+}

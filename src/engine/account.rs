@@ -19,14 +19,14 @@
 use serde::{Deserialize, Serialize};
 use time::{Date, Duration, OffsetDateTime, UtcOffset};
 
-use super::{handoff_item, Reply, ReplyKind, ReplyOption, TurnState};
+use super::{handoff_item, Engine, Reply, ReplyKind, ReplyOption, TurnState};
 use crate::banking::{
     card_digits, idempotency_key, masked_tail, yuan, Account, AccountKind, BankingError, Branch,
     BranchQuery, CodeCheck, CodePurpose, RepayRequest, TransactionQuery, TransferRequest,
 };
 use crate::error::Result;
 use crate::intents::{Action, AuthLevel, IntentMatch, SlotValue};
-use crate::store::Session;
+use crate::store::{Session, UserKey};
 use crate::text::{canonical, parse_choice};
 
 /// The customer's reply when the bank cannot answer in time or at all.
@@ -490,6 +490,9 @@ impl TurnState<'_> {
         session.account.step = None;
         match session.account.binding.take() {
             Some(b) => {
+                if let Some(index) = &self.engine.bindings {
+                    index.remove(self.key, &b.customer, &b.card_tail);
+                }
                 session.auth = AuthLevel::Follower;
                 session.account.expired = false;
                 Self::intent_reply(format!(
@@ -821,6 +824,10 @@ impl TurnState<'_> {
             masked_tail(&card_tail),
             self.local_minute(expires_at)
         );
+        if let Some(index) = &self.engine.bindings {
+            // Best effort: the session is the truth, the index only finds candidates.
+            index.insert(self.key, &customer, &card_tail);
+        }
         session.account.binding = Some(Binding {
             customer,
             card_tail,
@@ -1604,6 +1611,150 @@ impl TurnState<'_> {
                 longitude,
             },
         )
+    }
+}
+
+/// A movement on a card as the bank reports it (微信动账提醒).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlertEvent {
+    pub tenant: String,
+    /// The bank's customer id.
+    pub customer: String,
+    pub card_tail: String,
+    /// Signed fen: income positive, spending negative.
+    pub amount: i64,
+    #[serde(default)]
+    pub balance_after: Option<i64>,
+    /// 摘要 as the bank prints it; masked before it is shown.
+    #[serde(default)]
+    pub description: String,
+    /// Unix seconds of the movement.
+    pub at: i64,
+}
+
+/// Who gets a notice for one alert, and how many bindings were not (or no longer)
+/// valid: unbound, expired, or bound to another customer since.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AlertNotices {
+    pub deliver: Vec<(UserKey, String)>,
+    pub dropped: usize,
+}
+
+/// Bank customer + card tail → the chat users who bound it, in its own sled tree. The
+/// session stays the truth: an alert is delivered only if the session still holds a
+/// live binding of that card.
+pub struct BindingIndex {
+    tree: sled::Tree,
+}
+
+impl BindingIndex {
+    pub fn open(db: &sled::Db) -> Result<Self> {
+        Ok(BindingIndex {
+            tree: db.open_tree("banking_bindings")?,
+        })
+    }
+
+    fn prefix(tenant: &str, customer: &str, tail: &str) -> Vec<u8> {
+        let mut k = Vec::new();
+        for part in [tenant, customer, tail] {
+            k.extend_from_slice(part.as_bytes());
+            k.push(0);
+        }
+        k
+    }
+
+    fn key(user: &UserKey, customer: &str, tail: &str) -> Vec<u8> {
+        let mut k = BindingIndex::prefix(&user.tenant, customer, tail);
+        k.extend_from_slice(user.user.as_bytes());
+        k
+    }
+
+    fn insert(&self, user: &UserKey, customer: &str, tail: &str) {
+        if let Err(e) = self.tree.insert(BindingIndex::key(user, customer, tail), &[]) {
+            tracing::warn!(error = %e, "binding index not updated");
+        }
+    }
+
+    fn remove(&self, user: &UserKey, customer: &str, tail: &str) {
+        if let Err(e) = self.tree.remove(BindingIndex::key(user, customer, tail)) {
+            tracing::warn!(error = %e, "binding index not updated");
+        }
+    }
+
+    fn users(&self, tenant: &str, customer: &str, tail: &str) -> Result<Vec<UserKey>> {
+        let prefix = BindingIndex::prefix(tenant, customer, tail);
+        let mut out = Vec::new();
+        for kv in self.tree.scan_prefix(&prefix) {
+            let (k, _) = kv?;
+            let user = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
+            out.push(UserKey::new(tenant, user));
+        }
+        Ok(out)
+    }
+}
+
+impl Engine {
+    /// The hook for transaction alerts: the masked notice for each chat user with a
+    /// live binding of the alert's card, for the channel's outbound sender. Nothing is
+    /// sent or stored here; the server delivers, records and counts.
+    pub fn alert_notices(&self, alert: &AlertEvent) -> Result<AlertNotices> {
+        let Some(index) = &self.bindings else {
+            return Ok(AlertNotices {
+                deliver: Vec::new(),
+                dropped: 1,
+            });
+        };
+        let mut out = AlertNotices::default();
+        for user in index.users(&alert.tenant, &alert.customer, &alert.card_tail)? {
+            let live = self.store.session(&user)?.is_some_and(|s| {
+                s.account.binding.as_ref().is_some_and(|b| {
+                    b.customer == alert.customer
+                        && b.card_tail == alert.card_tail
+                        && b.expires_at > alert.at
+                })
+            });
+            if live {
+                out.deliver.push((user, self.alert_text(alert)));
+            } else {
+                index.remove(&user, &alert.customer, &alert.card_tail);
+                out.dropped += 1;
+            }
+        }
+        if out.deliver.is_empty() && out.dropped == 0 {
+            out.dropped = 1;
+        }
+        Ok(out)
+    }
+
+    fn alert_text(&self, a: &AlertEvent) -> String {
+        let offset =
+            UtcOffset::from_hms(self.config.utc_offset_hours, 0, 0).unwrap_or(UtcOffset::UTC);
+        let t = OffsetDateTime::from_unix_timestamp(a.at)
+            .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+            .to_offset(offset);
+        let (verb, amount) = if a.amount >= 0 {
+            ("收入", a.amount)
+        } else {
+            ("支出", -a.amount)
+        };
+        let mut text = format!(
+            "【动账提醒】您尾号{}的银行卡于{:02}月{:02}日{:02}:{:02}{verb}{}",
+            a.card_tail,
+            u8::from(t.month()),
+            t.day(),
+            t.hour(),
+            t.minute(),
+            yuan(amount)
+        );
+        let description = crate::pii::mask(a.description.trim());
+        if !description.is_empty() {
+            text.push_str(&format!("（{description}）"));
+        }
+        if let Some(b) = a.balance_after {
+            text.push_str(&format!("，余额{}", yuan(b)));
+        }
+        text.push('。');
+        crate::pii::mask(&text).into_owned()
     }
 }
 

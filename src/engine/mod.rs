@@ -196,6 +196,8 @@ pub struct Engine {
     config: EngineConfig,
     /// The bank's system for account actions (see `account`).
     banking: Arc<dyn BankingBackend>,
+    /// Which customers bound which bank customer's card, for transaction alerts.
+    bindings: Option<account::BindingIndex>,
     /// Striped per-customer locks: one customer's messages are handled one at a time
     /// (a session is read, changed and written), different customers in parallel.
     locks: Vec<Mutex<()>>,
@@ -226,6 +228,7 @@ impl Engine {
             config,
             // Built without a bank: account actions answer "unavailable", never panic.
             banking: Arc::new(crate::banking::NotConnected),
+            bindings: None,
             locks: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
         })
     }
@@ -265,10 +268,11 @@ impl Engine {
                 Arc::new(crate::banking::http::HttpBank::new(&config.banking.http)?)
             }
         };
-        Ok(
-            Engine::new(kb, intents, Arc::new(store), Arc::new(queue), config)?
-                .with_banking(banking),
-        )
+        let bindings = account::BindingIndex::open(store.db())?;
+        let mut engine = Engine::new(kb, intents, Arc::new(store), Arc::new(queue), config)?
+            .with_banking(banking);
+        engine.bindings = Some(bindings);
+        Ok(engine)
     }
 
     /// Reloads content. On any error the engine keeps serving the last good knowledge
