@@ -503,6 +503,8 @@ struct Failing {
     inner: Arc<dyn BankingBackend>,
     error: BankingError,
     calls: AtomicUsize,
+    /// Balance queries fail too (else only the transfer does).
+    balance_fails: bool,
 }
 
 impl BankingBackend for Failing {
@@ -510,7 +512,10 @@ impl BankingBackend for Failing {
     fn accounts(&self, c: &str) -> BankResult<Vec<Account>> {
         self.inner.accounts(c)
     }
-    fn balance(&self, _: &str, _: &str) -> BankResult<Balance> {
+    fn balance(&self, c: &str, a: &str) -> BankResult<Balance> {
+        if !self.balance_fails {
+            return self.inner.balance(c, a);
+        }
         self.calls.fetch_add(1, Ordering::SeqCst);
         Err(self.error.clone())
     }
@@ -529,6 +534,7 @@ fn a_timeout_or_an_error_at_the_bank_gets_the_clear_reply() {
             inner: e.banking().clone(),
             error: error.clone(),
             calls: AtomicUsize::new(0),
+            balance_fails: true,
         });
         let e = e.with_banking(failing.clone());
         bind(&e, "u", CARD, "2", MORNING);
@@ -548,6 +554,7 @@ fn a_timeout_or_an_error_at_the_bank_gets_the_clear_reply() {
         inner: e.banking().clone(),
         error: BankingError::Timeout,
         calls: AtomicUsize::new(0),
+        balance_fails: false,
     });
     let e = e.with_banking(failing);
     bind(&e, "v", CARD, "2", MORNING);
@@ -716,9 +723,15 @@ fn transaction_alerts_reach_live_bindings_only() {
     assert_eq!(n.deliver.len(), 1);
     let (to, text) = &n.deliver[0];
     assert_eq!(to, &key("u"));
-    assert!(text.contains("尾号2345的银行卡于11月24日10:10支出500.00元"), "{text}");
+    assert!(
+        text.contains("尾号2345的银行卡于11月24日10:10支出500.00元"),
+        "{text}"
+    );
     assert!(text.contains("余额51,845.67元"), "{text}");
-    assert!(!text.contains("6222029988774321") && !text.contains("0299 8877"), "{text}");
+    assert!(
+        !text.contains("6222029988774321") && !text.contains("0299 8877"),
+        "{text}"
+    );
 
     // Another customer's card: nobody bound it.
     let other = AlertEvent {
@@ -743,4 +756,26 @@ fn transaction_alerts_reach_live_bindings_only() {
     say(&e, "v", "解绑", MORNING + 10);
     let n = e.alert_notices(&alert).unwrap();
     assert_eq!((n.deliver.len(), n.dropped), (0, 1));
+}
+
+#[test]
+fn a_payment_the_account_cannot_cover_asks_for_less_before_any_confirmation() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine(dir.path());
+    // 李娜 has 1,200.00元.
+    bind(&e, "u", "6217 0000 1234 8888", "1", MORNING);
+    let r = say(&e, "u", "转给张伟2000元", MORNING + 10);
+    assert!(
+        r.text
+            .contains("可用余额 1,200.00元，不足以支付 2,000.00元"),
+        "{}",
+        r.text
+    );
+    let r = say(&e, "u", "1000", MORNING + 20);
+    assert!(r.text.contains("请确认转账信息"), "{}", r.text);
+    assert!(
+        r.text.contains("收款人：张伟（本行 **** 2345）"),
+        "{}",
+        r.text
+    );
 }

@@ -1030,6 +1030,15 @@ impl TurnState<'_> {
                     ];
                     return r;
                 };
+                if let Some(r) = self.short_of_funds(
+                    session,
+                    &customer,
+                    &from,
+                    amount,
+                    Goal::Repay { amount: None },
+                ) {
+                    return r;
+                }
                 let op = MoneyOp::Repay {
                     from: from.id,
                     from_tail: from.tail,
@@ -1116,6 +1125,14 @@ impl TurnState<'_> {
                         yuan(limits.remaining() as i64)
                     ));
                 }
+                let retry = Goal::Transfer {
+                    amount: None,
+                    payee: Some(payee.clone()),
+                    payee_name: None,
+                };
+                if let Some(r) = self.short_of_funds(session, &customer, &from, amount, retry) {
+                    return r;
+                }
                 let op = MoneyOp::Transfer {
                     from: from.id,
                     from_tail: from.tail,
@@ -1158,6 +1175,38 @@ impl TurnState<'_> {
                 }
             }
         }
+    }
+
+    /// Asks for a smaller amount when the paying account cannot cover this one, before
+    /// the customer confirms anything. The bank checks again when it executes.
+    fn short_of_funds(
+        &mut self,
+        session: &mut Session,
+        customer: &str,
+        from: &Account,
+        amount: u64,
+        retry: Goal,
+    ) -> Option<Reply> {
+        let available = match self.engine.banking.balance(customer, &from.id) {
+            Ok(b) => b.available,
+            Err(e) => return Some(self.bank_error(session, e)),
+        };
+        if i64::try_from(amount).map_or(true, |a| a > available) {
+            self.set_step(
+                session,
+                Step::Ask {
+                    goal: retry,
+                    slot: Slot::Amount { quick: Vec::new() },
+                },
+            );
+            return Some(Self::intent_reply(format!(
+                "付款账户 {} 可用余额 {}，不足以支付 {}。请输入不超过可用余额的金额，或回复“取消”。",
+                masked_tail(&from.tail),
+                yuan(available),
+                yuan(i64::try_from(amount).unwrap_or(i64::MAX))
+            )));
+        }
+        None
     }
 
     fn last_statement_month(&self) -> String {
@@ -1670,7 +1719,10 @@ impl BindingIndex {
     }
 
     fn insert(&self, user: &UserKey, customer: &str, tail: &str) {
-        if let Err(e) = self.tree.insert(BindingIndex::key(user, customer, tail), &[]) {
+        if let Err(e) = self
+            .tree
+            .insert(BindingIndex::key(user, customer, tail), &[])
+        {
             tracing::warn!(error = %e, "binding index not updated");
         }
     }
