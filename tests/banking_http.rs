@@ -347,6 +347,25 @@ fn writes_are_sent_once_with_an_idempotency_key_and_typed_errors() {
 }
 
 #[test]
+fn the_backend_can_be_created_inside_an_async_runtime() {
+    // The server may open the engine inside its runtime; calls go to the blocking pool.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let fake = fake_bank();
+    let http = rt.block_on(async { HttpBank::new(&config(&fake.url)).unwrap() });
+    let http = Arc::new(http);
+    let accounts = rt
+        .block_on(async {
+            let h = http.clone();
+            tokio::task::spawn_blocking(move || h.accounts("C001")).await
+        })
+        .unwrap();
+    assert_eq!(accounts.unwrap().len(), 1);
+}
+
+#[test]
 fn a_bad_base_url_is_refused_at_start() {
     let err = HttpBank::new(&config("not a url")).unwrap_err().to_string();
     assert!(err.contains("banking.http.base_url"), "{err}");

@@ -40,7 +40,12 @@ use serde_json::json;
 use super::*;
 
 pub struct HttpBank {
-    client: Client,
+    /// Built on first use: reqwest's blocking client refuses to be built on an async
+    /// thread, and the server may open the engine inside its runtime. Calls themselves
+    /// run on the blocking pool.
+    client: std::sync::OnceLock<std::result::Result<Client, String>>,
+    timeout: Duration,
+    connect_timeout: Duration,
     base: Url,
     token: String,
     read_retries: u32,
@@ -75,22 +80,32 @@ impl HttpBank {
         if let Ok(mut segs) = base.path_segments_mut() {
             segs.pop_if_empty();
         }
-        let client = Client::builder()
-            .timeout(Duration::from_millis(config.timeout_ms.max(1)))
-            .connect_timeout(Duration::from_millis(config.connect_timeout_ms.max(1)))
-            .build()
-            .map_err(|e| crate::Error::Backend(format!("cannot build the HTTP client: {e}")))?;
         let token = if config.token.is_empty() {
             std::env::var("KEFU_BANK_TOKEN").unwrap_or_default()
         } else {
             config.token.clone()
         };
         Ok(HttpBank {
-            client,
+            client: std::sync::OnceLock::new(),
+            timeout: Duration::from_millis(config.timeout_ms.max(1)),
+            connect_timeout: Duration::from_millis(config.connect_timeout_ms.max(1)),
             base,
             token,
             read_retries: config.read_retries.min(5),
         })
+    }
+
+    fn client(&self) -> BankResult<&Client> {
+        self.client
+            .get_or_init(|| {
+                Client::builder()
+                    .timeout(self.timeout)
+                    .connect_timeout(self.connect_timeout)
+                    .build()
+                    .map_err(|e| format!("cannot build the HTTP client: {e}"))
+            })
+            .as_ref()
+            .map_err(|e| BankingError::unavailable(e.clone()))
     }
 
     fn url(&self, segments: &[&str]) -> BankResult<Url> {
@@ -123,7 +138,7 @@ impl HttpBank {
         let request_id = uuid::Uuid::new_v4().to_string();
         let mut attempt = 0;
         loop {
-            let rb = self.prepare(self.client.get(url.clone()).query(query), &request_id);
+            let rb = self.prepare(self.client()?.get(url.clone()).query(query), &request_id);
             match send(rb) {
                 Err(e) if attempt < self.read_retries && retryable(&e) => attempt += 1,
                 other => return other,
@@ -140,7 +155,7 @@ impl HttpBank {
     ) -> BankResult<T> {
         let url = self.url(segments)?;
         let request_id = uuid::Uuid::new_v4().to_string();
-        let mut rb = self.prepare(self.client.post(url).json(body), &request_id);
+        let mut rb = self.prepare(self.client()?.post(url).json(body), &request_id);
         if let Some(k) = idempotency_key {
             rb = rb.header("Idempotency-Key", k);
         }
