@@ -608,7 +608,8 @@ fn cancel_mid_flow_and_handoff_at_any_step() {
     assert!(session(&e, "u").account.step.is_none());
 }
 
-/// Every place a card number could end up after binding flows typed in three ways.
+/// Every place a card number could end up (transcripts, events, logs, the sled files)
+/// after binding flows with the number typed in five ways.
 #[test]
 fn no_full_card_number_is_stored_anywhere() {
     let dir = tempfile::tempdir().unwrap();
@@ -619,6 +620,17 @@ fn no_full_card_number_is_stored_anywhere() {
         "６２２２－０２００－１２３４－２３４５",
         "卡号是 6222 0200 1234 2345",
     ];
+    // Everything the library logs while these flows run, at every level.
+    let logs = Arc::new(Mutex::new(Vec::<u8>::new()));
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer({
+            let logs = logs.clone();
+            move || LogSink(logs.clone())
+        })
+        .finish();
+    let _logging = tracing::subscriber::set_default(subscriber);
+    tracing::info!(target: "kefu::test", "log capture works");
     {
         let e = engine(dir.path());
         for (i, card) in typed.iter().enumerate() {
@@ -642,6 +654,8 @@ fn no_full_card_number_is_stored_anywhere() {
         for ev in e.store().events().unwrap() {
             stored.push_str(&serde_json::to_string(&ev).unwrap());
         }
+        stored.push_str(&String::from_utf8_lossy(&logs.lock().unwrap()));
+        assert!(stored.contains("log capture works"));
         assert!(stored.contains("**** 2345"), "the masked form is there");
         assert!(!stored.contains(CARD_DIGITS), "{stored}");
         for t in typed {
@@ -668,6 +682,18 @@ fn no_full_card_number_is_stored_anywhere() {
             "the store holds {:?}",
             String::from_utf8_lossy(n)
         );
+    }
+}
+
+struct LogSink(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -778,4 +804,19 @@ fn a_payment_the_account_cannot_cover_asks_for_less_before_any_confirmation() {
         "{}",
         r.text
     );
+}
+
+#[test]
+fn a_newer_list_from_the_engine_takes_the_numbers_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine(dir.path());
+    bind(&e, "u", CARD, "2", MORNING);
+    let r = say(&e, "u", "查余额", MORNING + 10);
+    assert_eq!(r.options[0].label, "活期明细");
+    let mut m = msg("u", "", MORNING + 20);
+    m.event = Some(ChannelEvent::Subscribe);
+    let welcome = e.handle(&m).unwrap();
+    assert_eq!(welcome.kind, ReplyKind::Welcome);
+    let r = say(&e, "u", "1", MORNING + 30);
+    assert_eq!(r.kind, ReplyKind::Answer, "the welcome list answers: {r:?}");
 }

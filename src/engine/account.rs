@@ -515,7 +515,11 @@ impl TurnState<'_> {
         let Some(step) = session.account.step.clone() else {
             return Ok(None);
         };
-        if self.msg.at - session.account.step_at > self.engine.config.menu_ttl_secs {
+        // A step older than a menu's life, or one the engine has since shown its own
+        // list over (a welcome after a subscribe), no longer takes messages.
+        if self.msg.at - session.account.step_at > self.engine.config.menu_ttl_secs
+            || session.menu.is_some()
+        {
             session.account.step = None;
             return Ok(None);
         }
@@ -751,9 +755,10 @@ impl TurnState<'_> {
         session.account.wrong_codes += 1;
         let left = cfg
             .max_code_tries
+            .max(1)
             .saturating_sub(session.account.wrong_codes);
         if left == 0 {
-            let until = self.msg.at + cfg.lock_secs;
+            let until = self.msg.at + cfg.lock_secs.max(0);
             session.account.locked_until = Some(until);
             session.account.step = None;
             return Self::intent_reply(format!(
