@@ -450,6 +450,11 @@ pub fn yuan(fen: i64) -> String {
     format!("{sign}{grouped}.{:02}元", abs % 100)
 }
 
+/// [`yuan`] for unsigned amounts (limits, requests), saturating.
+pub fn yuan_u(fen: u64) -> String {
+    yuan(i64::try_from(fen).unwrap_or(i64::MAX))
+}
+
 /// Digits of a card number as customers type it: spaces and dashes (also full-width)
 /// between digits, full-width digits, words around it ("卡号是 6222 …"). `None` unless
 /// exactly one run of 16-19 digits is there.

@@ -21,8 +21,8 @@ use time::{Date, Duration, OffsetDateTime, UtcOffset};
 
 use super::{handoff_item, Engine, Reply, ReplyKind, ReplyOption, TurnState};
 use crate::banking::{
-    card_digits, idempotency_key, masked_tail, yuan, Account, AccountKind, BankingError, Branch,
-    BranchQuery, CodeCheck, CodePurpose, RepayRequest, TransactionQuery, TransferRequest,
+    card_digits, idempotency_key, masked_tail, yuan, yuan_u, Account, AccountKind, BankingError,
+    Branch, BranchQuery, CodeCheck, CodePurpose, RepayRequest, TransactionQuery, TransferRequest,
 };
 use crate::error::Result;
 use crate::intents::{Action, AuthLevel, IntentMatch, SlotValue};
@@ -401,10 +401,13 @@ impl TurnState<'_> {
             ),
             BankingError::OverLimit { limit, remaining } => format!(
                 "超出单日转账限额：单日限额 {}，今日还可转 {}。本次未扣款，额度次日零点恢复。",
-                yuan(limit as i64),
-                yuan(remaining as i64)
+                yuan_u(limit),
+                yuan_u(remaining)
             ),
-            BankingError::Rejected { reason } => format!("{reason}。"),
+            // The bank's own words, masked in case they carry a number.
+            BankingError::Rejected { reason } => {
+                format!("{}。", crate::pii::mask(reason.trim_end_matches('。')))
+            }
         };
         Self::intent_reply(text)
     }
@@ -1026,11 +1029,11 @@ impl TurnState<'_> {
                     r.options = vec![
                         ReplyOption {
                             number: 1,
-                            label: format!("全额还款 {}", yuan(quick[0] as i64)),
+                            label: format!("全额还款 {}", yuan_u(quick[0])),
                         },
                         ReplyOption {
                             number: 2,
-                            label: format!("最低还款 {}", yuan(quick[1] as i64)),
+                            label: format!("最低还款 {}", yuan_u(quick[1])),
                         },
                     ];
                     return r;
@@ -1123,11 +1126,11 @@ impl TurnState<'_> {
                     );
                     return Self::intent_reply(format!(
                         "{} 超出今日可转额度：单日转账限额 {}，今日已转 {}，还可转 {}。限额由银行按账户安全等级设定，次日零点恢复；大额转账可到网点办理。请输入不超过 {} 的金额，或回复“取消”。",
-                        yuan(amount as i64),
-                        yuan(limits.daily_transfer as i64),
-                        yuan(limits.used_today as i64),
-                        yuan(limits.remaining() as i64),
-                        yuan(limits.remaining() as i64)
+                        yuan_u(amount),
+                        yuan_u(limits.daily_transfer),
+                        yuan_u(limits.used_today),
+                        yuan_u(limits.remaining()),
+                        yuan_u(limits.remaining())
                     ));
                 }
                 let retry = Goal::Transfer {
@@ -1146,8 +1149,8 @@ impl TurnState<'_> {
                 };
                 let note = format!(
                     "今日还可转 {}（单日限额 {}）",
-                    yuan(limits.remaining() as i64),
-                    yuan(limits.daily_transfer as i64)
+                    yuan_u(limits.remaining()),
+                    yuan_u(limits.daily_transfer)
                 );
                 self.confirm(session, op, Some(note))
             }
@@ -1334,7 +1337,7 @@ impl TurnState<'_> {
                 payee.name,
                 payee.bank,
                 masked_tail(&payee.tail),
-                yuan(*amount as i64),
+                yuan_u(*amount),
                 masked_tail(from_tail)
             ),
             MoneyOp::Repay {
@@ -1345,7 +1348,7 @@ impl TurnState<'_> {
             } => format!(
                 "请确认还款信息：\n信用卡：{}\n金额：{}\n付款账户：借记卡 {}",
                 masked_tail(card_tail),
-                yuan(*amount as i64),
+                yuan_u(*amount),
                 masked_tail(from_tail)
             ),
         };
@@ -1490,13 +1493,13 @@ impl TurnState<'_> {
                         payee.name,
                         payee.bank,
                         masked_tail(&payee.tail),
-                        yuan(receipt.amount as i64),
+                        yuan_u(receipt.amount),
                         receipt.reference
                     ),
                     MoneyOp::Repay { card_tail, .. } => format!(
                         "还款成功：已向信用卡 {} 还款 {}，交易流水号 {}{balance}。",
                         masked_tail(card_tail),
-                        yuan(receipt.amount as i64),
+                        yuan_u(receipt.amount),
                         receipt.reference
                     ),
                 };
@@ -1560,7 +1563,7 @@ impl TurnState<'_> {
             text.push_str(&format!(
                 "\n{} {} {sign}{}",
                 t.date.get(5..).unwrap_or(&t.date),
-                t.description,
+                crate::pii::mask(&t.description),
                 yuan(t.amount)
             ));
         }
