@@ -820,3 +820,44 @@ fn a_newer_list_from_the_engine_takes_the_numbers_back() {
     let r = say(&e, "u", "1", MORNING + 30);
     assert_eq!(r.kind, ReplyKind::Answer, "the welcome list answers: {r:?}");
 }
+
+/// `kefu chat` from the repository root (so with `kefu.toml`), fed the README's demo.
+#[test]
+fn kefu_chat_binds_and_transfers_with_the_demo_bank() {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let data = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kefu"))
+        .args(["chat", "--data"])
+        .arg(data.path().join("store"))
+        .current_dir(repo(""))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let input = "查余额\n6222 0200 1234 2345\n123456\n2\n转给王芳500元\n确认\n123456\n1\n";
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for expected in [
+        "验证码已发送至您在本行预留的手机 138****5678",
+        "绑定成功：银行卡 **** 2345，有效期1个月",
+        "可用余额：52,345.67元",
+        "转账成功：已向 王芳（本行 **** 4321）转出 500.00元",
+        "可用余额：51,845.67元",
+    ] {
+        assert!(stdout.contains(expected), "{expected}\n{stdout}");
+    }
+    assert!(!stdout.contains(CARD_DIGITS), "{stdout}");
+}
