@@ -251,13 +251,25 @@ fn to_do(label: &str, goal: Goal) -> Choice {
     choice(label, Then::Goal { goal })
 }
 
-/// A six-digit code as typed (full-width digits and spaces allowed).
+/// A six-digit code as typed: "123456", "１２３ ４５６", "验证码是123456". `None` unless
+/// the message holds exactly one group of six digits.
 fn code_of(text: &str) -> Option<String> {
-    let digits: String = canonical(text)
-        .chars()
-        .filter(|c| !c.is_whitespace())
-        .collect();
-    (digits.len() == 6 && digits.chars().all(|c| c.is_ascii_digit())).then_some(digits)
+    let t = canonical(text);
+    let mut runs: Vec<String> = Vec::new();
+    let mut run = String::new();
+    for c in t.chars() {
+        if c.is_ascii_digit() {
+            run.push(c);
+        } else if c != ' ' || run.is_empty() {
+            runs.push(std::mem::take(&mut run));
+        }
+    }
+    runs.push(run);
+    runs.retain(|r| !r.is_empty());
+    match runs.as_slice() {
+        [code] if code.len() == 6 => Some(code.clone()),
+        _ => None,
+    }
 }
 
 /// An amount typed as an answer: "500", "500元", "1.5万", "五百块".
@@ -1876,6 +1888,9 @@ mod tests {
         assert_eq!(code_of("123456").as_deref(), Some("123456"));
         assert_eq!(code_of("１２３ ４５６").as_deref(), Some("123456"));
         assert_eq!(code_of("12345"), None);
+        assert_eq!(code_of("验证码是123456").as_deref(), Some("123456"));
+        assert_eq!(code_of("123456 654321"), None);
+        assert_eq!(code_of("1234567"), None);
         assert!(is_yes("确认") && is_yes("1") && is_yes("确认！"));
         assert!(!is_yes("2") && is_no("2") && !is_no("确认"));
     }
