@@ -80,7 +80,8 @@ fn main() {
         .collect();
     let elapsed = started.elapsed().as_secs_f64();
     all.sort();
-    let pct = |p: f64| all[((all.len() as f64 * p) as usize).min(all.len() - 1)].as_secs_f64() * 1e3;
+    let pct =
+        |p: f64| all[((all.len() as f64 * p) as usize).min(all.len() - 1)].as_secs_f64() * 1e3;
     println!(
         "{{\"what\":\"in-process Engine::handle\",\"concurrency\":{threads},\"seconds\":{elapsed:.1},\"messages\":{},\"messages_per_sec\":{:.0},\"p50_ms\":{:.2},\"p99_ms\":{:.2}}}",
         all.len(),

@@ -30,6 +30,8 @@ pub struct EngineConfig {
     pub server: ServerConfig,
     /// The admin API (`/v1/admin/…`): content validation and publishing, reports.
     pub admin: AdminConfig,
+    /// The bank's system behind account actions (demo or HTTP).
+    pub banking: crate::banking::BankingConfig,
 }
 
 /// Settings of the HTTP service. Limits protect the engine from one noisy client.
@@ -87,6 +89,7 @@ impl Default for EngineConfig {
             handoff: HandoffConfig::default(),
             server: ServerConfig::default(),
             admin: AdminConfig::default(),
+            banking: crate::banking::BankingConfig::default(),
         }
     }
 }

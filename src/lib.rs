@@ -4,6 +4,7 @@
 //! the banking backend and channels sit behind traits at its edges. Start reading at
 //! [`engine::Engine::handle`]; `ARCHITECTURE.md` is the guided tour.
 
+pub mod banking;
 pub mod channels;
 pub mod config;
 pub mod engine;

@@ -16,28 +16,29 @@ fn pattern() -> &'static Regex {
         // Digit runs may be grouped by spaces or dashes, as people type card numbers.
         Regex::new(
             r"(?x)
-            (?P<id>(?-u:\b)[0-9]{6}[\s-]{0,2}(?:19|20)[0-9]{2}[\s-]{0,2}(?:0[1-9]|1[0-2])[\s-]{0,2}(?:0[1-9]|[12][0-9]|3[01])[\s-]{0,2}[0-9]{3}[[0-9]Xx](?-u:\b))
-          | (?P<card>(?-u:\b)[0-9]{4}(?:[\s-]{0,2}[0-9]){9,15}(?-u:\b))
-          | (?P<phone>(?-u:\b)1[3-9][0-9](?:[\s-]{0,2}[0-9]){8}(?-u:\b))
+            (?P<id>(?-u:\b)[0-9]{6}[\s-]{0,3}(?:19|20)[0-9]{2}[\s-]{0,3}(?:0[1-9]|1[0-2])[\s-]{0,3}(?:0[1-9]|[12][0-9]|3[01])[\s-]{0,3}[0-9]{3}[[0-9]Xx](?-u:\b))
+          | (?P<card>(?-u:\b)[0-9]{4}(?:[\s-]{0,3}[0-9]){9,15}(?-u:\b))
+          | (?P<phone>(?-u:\b)1[3-9][0-9](?:[\s-]{0,3}[0-9]){8}(?-u:\b))
             ",
         )
         .unwrap_or_else(|e| panic!("built-in masking pattern: {e}"))
     })
 }
 
+/// Dashes people type between digit groups: full-width, en/em dash, hyphen.
+const DASHES: [char; 5] = ['－', '—', '–', '‐', '‑'];
+
 /// Returns `text` with card, ID and mobile numbers masked.
 pub fn mask(text: &str) -> Cow<'_, str> {
-    // Full-width digits and dashes from Chinese IMEs are numbers too; fold them so they
-    // get masked ("１３８－１２３４－５６７８").
-    if text
-        .chars()
-        .any(|c| ('０'..='９').contains(&c) || c == '－')
-    {
+    // Full-width digits and dashes from Chinese IMEs are numbers too ("６２２２－０２００…");
+    // fold them so they get masked.
+    let foldable = |c: char| ('０'..='９').contains(&c) || DASHES.contains(&c);
+    if text.chars().any(foldable) {
         let folded: String = text
             .chars()
             .map(|c| match c {
                 '０'..='９' => char::from(b'0' + (c as u32 - '０' as u32) as u8),
-                '－' => '-',
+                c if DASHES.contains(&c) => '-',
                 other => other,
             })
             .collect();
@@ -88,6 +89,17 @@ mod tests {
         assert_eq!(mask("转500元给尾号1234"), "转500元给尾号1234");
         assert_eq!(mask("验证码 123456"), "验证码 123456");
         assert_eq!(mask("６２２２０２１２３４５６７８９０"), "6222********7890");
+        // Card numbers as customers type them when binding.
+        for typed in [
+            "6222-0200-1234-2345",
+            "6222 - 0200 - 1234 - 2345",
+            "6222  0200  1234  2345",
+            "６２２２　０２００　１２３４　２３４５",
+            "６２２２－０２００－１２３４－２３４５",
+            "6222—0200—1234—2345",
+        ] {
+            assert_eq!(mask(typed), "6222********2345", "{typed}");
+        }
         assert_eq!(mask("١٢٣٤٥٦٧٨٩٠١٢٣٤"), "١٢٣٤٥٦٧٨٩٠١٢٣٤");
     }
 

@@ -22,6 +22,10 @@ use std::sync::{Arc, Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 use time::{OffsetDateTime, UtcOffset};
 
+pub mod account;
+
+use crate::banking::{BackendKind, BankingBackend};
+
 use crate::config::EngineConfig;
 use crate::error::{Error, Result};
 use crate::handoff::{Agents, HandoffQueue, QueueOp, Ticket, TicketId, TicketMessage, TicketState};
@@ -200,6 +204,10 @@ pub struct Engine {
     queue: Arc<dyn HandoffQueue>,
     agents: Agents,
     config: EngineConfig,
+    /// The bank's system for account actions (see `account`).
+    banking: Arc<dyn BankingBackend>,
+    /// Which customers bound which bank customer's card, for transaction alerts.
+    bindings: Option<account::BindingIndex>,
     /// Striped per-customer locks: one customer's messages are handled one at a time
     /// (a session is read, changed and written), different customers in parallel.
     locks: Vec<Mutex<()>>,
@@ -232,8 +240,21 @@ impl Engine {
             queue,
             agents,
             config,
+            // Built without a bank: account actions answer "unavailable", never panic.
+            banking: Arc::new(crate::banking::NotConnected),
+            bindings: None,
             locks: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
         })
+    }
+
+    /// The same engine on another banking backend (tests inject slow or failing ones).
+    pub fn with_banking(mut self, banking: Arc<dyn BankingBackend>) -> Self {
+        self.banking = banking;
+        self
+    }
+
+    pub fn banking(&self) -> &Arc<dyn BankingBackend> {
+        &self.banking
     }
 
     /// Loads content from directories and opens the store: a sled directory, or a
@@ -254,8 +275,29 @@ impl Engine {
             Some(dir) => SledStore::open(dir)?,
             None => SledStore::temporary()?,
         };
+        Engine::assemble(kb, intents, store, config)
+    }
+
+    /// The engine over a sled store: queue, banking backend (from the configuration)
+    /// and binding index all live in that one store.
+    fn assemble(
+        kb: KnowledgeBase,
+        intents: IntentSet,
+        store: SledStore,
+        config: EngineConfig,
+    ) -> Result<Self> {
         let queue = store.queue()?;
-        Engine::new(kb, intents, Arc::new(store), Arc::new(queue), config)
+        let banking: Arc<dyn BankingBackend> = match config.banking.backend {
+            BackendKind::Demo => Arc::new(crate::banking::demo::DemoBank::open(store.db())?),
+            BackendKind::Http => {
+                Arc::new(crate::banking::http::HttpBank::new(&config.banking.http)?)
+            }
+        };
+        let bindings = account::BindingIndex::open(store.db())?;
+        let mut engine = Engine::new(kb, intents, Arc::new(store), Arc::new(queue), config)?
+            .with_banking(banking);
+        engine.bindings = Some(bindings);
+        Ok(engine)
     }
 
     /// Opens the store and serves `content`; with `prefer_published`, the content last
@@ -276,8 +318,7 @@ impl Engine {
         };
         let content = published.as_ref().unwrap_or(content);
         let (kb, intents) = content.load()?;
-        let queue = store.queue()?;
-        let mut engine = Engine::new(kb, intents, Arc::new(store), Arc::new(queue), config)?;
+        let mut engine = Engine::assemble(kb, intents, store, config)?;
         if let Some(k) = Arc::get_mut(
             engine
                 .knowledge
@@ -701,6 +742,12 @@ impl TurnState<'_> {
             ));
         }
 
+        // An account step in progress (binding, a code, a confirmation, paging) takes
+        // the message first; it lets 转人工 and unrelated messages through.
+        if let Some(r) = self.account_pending(session, intent.as_ref())? {
+            return Ok(r);
+        }
+
         // b. A number answers the pending list.
         if let Some(n) = parse_choice(&self.msg.text) {
             return self.pick(session, n);
@@ -729,10 +776,11 @@ impl TurnState<'_> {
                     )),
                 }
             }
-            ChannelEvent::Location { .. } => Ok(Reply::new(
-                ReplyKind::Notice,
-                "已收到您的位置。网点查询需要接入本行系统后才能使用，您可以回复“转人工”咨询。",
-            )),
+            ChannelEvent::Location {
+                latitude,
+                longitude,
+                ..
+            } => Ok(self.account_location(session, *latitude, *longitude)),
         }
     }
 
@@ -1002,31 +1050,9 @@ impl TurnState<'_> {
         Ok(reply)
     }
 
-    /// Account actions need the banking backend, which is not connected in this build:
-    /// the reply says so plainly and points to channels that work today.
+    /// Account actions run through the banking backend (see `account`).
     fn account_action(&mut self, session: &mut Session, action: Action, m: &IntentMatch) -> Reply {
-        let what = match action {
-            Action::Balance => "查询余额",
-            Action::Transactions => "查询交易明细",
-            Action::CardBill => "查询信用卡账单",
-            Action::Repay => "信用卡还款",
-            Action::Transfer => "转账",
-            Action::Branches => "查询附近网点",
-            Action::QueueTicket => "网点取号",
-            Action::Unbind => "解除绑定",
-            _ => "这项业务",
-        };
-        let text = if session.auth < m.auth {
-            format!(
-                "{what}需要先绑定本行银行卡。微信银行的绑卡与账户服务正在接入中，目前请通过本行手机银行办理，或回复“转人工”由人工客服协助。"
-            )
-        } else {
-            format!(
-                "{what}功能正在接入中，目前请通过本行手机银行办理，或回复“转人工”由人工客服协助。"
-            )
-        };
-        let reply = Reply::new(ReplyKind::Intent, text);
-        self.offer(session, reply, "您也可以：", vec![handoff_item()])
+        self.account_intent(session, action, m)
     }
 
     fn welcome(&mut self, session: &mut Session) -> Reply {

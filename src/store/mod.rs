@@ -91,6 +91,8 @@ pub struct Session {
     pub delivered_seq: u64,
     pub auth: AuthLevel,
     pub updated_at: i64,
+    /// Card binding and the account dialogue in progress (engine::account).
+    pub account: crate::engine::account::AccountState,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
