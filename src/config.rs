@@ -26,6 +26,8 @@ pub struct EngineConfig {
     /// The bank's local time, for service hours and dates ("上个月").
     pub utc_offset_hours: i8,
     pub handoff: HandoffConfig,
+    /// The WeChat Official Account channel (`[wechat]`, used by `kefu serve`).
+    pub wechat: crate::channels::wechat::WechatConfig,
 }
 
 impl Default for EngineConfig {
@@ -38,6 +40,7 @@ impl Default for EngineConfig {
             welcome: Vec::new(),
             utc_offset_hours: 8,
             handoff: HandoffConfig::default(),
+            wechat: crate::channels::wechat::WechatConfig::default(),
         }
     }
 }
