@@ -92,6 +92,15 @@ impl Simulation {
         }
     }
 
+    /// A one-line description of what is sent, for the command's output.
+    pub fn sent_xml_preview(&self) -> String {
+        match &self.message {
+            SimulatedMessage::Text(t) => format!("text message MsgId {}: {t}", self.msg_id),
+            SimulatedMessage::Subscribe => "subscribe event".into(),
+            SimulatedMessage::Click(k) => format!("CLICK event, key {k}"),
+        }
+    }
+
     pub async fn run(&self) -> Result<SimulatedReply, SimulateError> {
         let timestamp = now_secs().to_string();
         let nonce = format!("{}", rand::random::<u32>());
