@@ -452,8 +452,18 @@ async fn bad_signatures_wrong_app_id_and_stale_timestamps_are_refused() {
         .await;
     assert_eq!(status, 403);
     assert!(body.contains("AppId"), "{body}");
+    // An account in safe mode can refuse plaintext outright.
+    let strict = start(WechatConfig {
+        require_encryption: true,
+        ..config()
+    })
+    .await;
+    assert_eq!(strict.post_plain(xml.clone()).await.0, 403);
+    let (status, _, _, _) = strict.post_encrypted(&xml, KEY, APP_ID, false).await;
+    assert_eq!(status, 200);
     // None of them reached the engine.
     assert!(h.customer_turns("o_bad").is_empty());
+    assert_eq!(strict.customer_turns("o_bad").len(), 1);
     assert!(h.sent.try_recv().is_err());
 }
 

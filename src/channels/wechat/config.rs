@@ -83,6 +83,9 @@ pub struct WechatConfig {
     /// How long to wait for the engine before answering `success` and sending the reply
     /// later as a 客服消息 (ms). The platform gives up after 5 s. 0 sends every reply later.
     pub reply_deadline_ms: u64,
+    /// Refuse plaintext requests (no `encrypt_type=aes`): for an account in 安全模式,
+    /// where the platform never sends plaintext.
+    pub require_encryption: bool,
     /// Refuse requests whose `timestamp` is further than this from our clock (seconds);
     /// 0 turns the check off.
     pub timestamp_window_secs: i64,
@@ -119,6 +122,7 @@ impl Default for WechatConfig {
             token_service_url: None,
             api_base: "https://api.weixin.qq.com".into(),
             reply_deadline_ms: 4500,
+            require_encryption: false,
             timestamp_window_secs: 300,
             handoff: HandoffMode::Kefu,
             kf_account: None,
@@ -243,6 +247,11 @@ impl WechatConfig {
             return Err(Error::InvalidInput(
                 "[wechat] app_id is required with encoding_aes_key (it is checked in every message)"
                     .into(),
+            ));
+        }
+        if self.require_encryption && encoding_aes_key.is_none() {
+            return Err(Error::InvalidInput(
+                "[wechat] require_encryption needs encoding_aes_key".into(),
             ));
         }
         if previous_encoding_aes_key.is_some() && encoding_aes_key.is_none() {

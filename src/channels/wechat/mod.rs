@@ -133,6 +133,7 @@ pub struct WechatChannel {
     /// The current EncodingAESKey first, then the previous one.
     keys: Vec<AesKey>,
     deadline: Duration,
+    require_encryption: bool,
     window: i64,
     handoff: HandoffMode,
     kf_account: Option<String>,
@@ -163,6 +164,14 @@ impl WechatChannel {
         engine: Arc<Engine>,
         sender: Arc<dyn OutboundSender>,
     ) -> Result<Self> {
+        Self::with_turns(config, engine, sender)
+    }
+
+    /// The channel with the standard sender ([`ApiSender::from_config`]); the server can
+    /// take the sender back with [`WechatChannel::sender`] to push agent replies.
+    pub fn from_config(config: &WechatConfig, engine: Arc<Engine>) -> Result<Self> {
+        let secrets = config.secrets()?;
+        let sender = Arc::new(ApiSender::from_config(config, &secrets)?);
         Self::with_turns(config, engine, sender)
     }
 
@@ -198,6 +207,7 @@ impl WechatChannel {
             token: secrets.token,
             keys,
             deadline: Duration::from_millis(config.reply_deadline_ms),
+            require_encryption: config.require_encryption,
             window: config.timestamp_window_secs,
             handoff: config.handoff,
             kf_account: config.kf_account.clone().filter(|k| !k.is_empty()),
@@ -247,6 +257,9 @@ impl WechatChannel {
         self.check_url_signature(q)?;
         self.check_timestamp(q)?;
         match q.encrypt_type.as_deref() {
+            None | Some("") | Some("raw") if self.require_encryption => {
+                Err(Rejection::PlaintextRefused)
+            }
             None | Some("") | Some("raw") => Ok((xml::parse(body)?, None)),
             Some("aes") => {
                 if self.keys.is_empty() {
@@ -639,6 +652,8 @@ enum Rejection {
     Crypto(CryptoError),
     #[error("safe mode requested but no encoding_aes_key is configured")]
     SafeModeNotConfigured,
+    #[error("plaintext messages are refused (require_encryption)")]
+    PlaintextRefused,
     #[error("unknown encrypt_type")]
     UnknownEncryption,
     #[error("missing <{0}>")]
@@ -653,6 +668,7 @@ impl Rejection {
             Rejection::MissingSignature
             | Rejection::BadSignature
             | Rejection::StaleTimestamp
+            | Rejection::PlaintextRefused
             | Rejection::Crypto(CryptoError::WrongAppId) => StatusCode::FORBIDDEN,
             Rejection::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             _ => StatusCode::BAD_REQUEST,
