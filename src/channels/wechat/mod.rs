@@ -112,6 +112,48 @@ struct FlightState {
     failed: bool,
 }
 
+impl FlightState {
+    /// The answer, if it is ready, nobody waits for it any more, some request gave up on
+    /// it and it has not gone out: then it is the sender's, and marked so.
+    fn take_for_sender(&mut self) -> Option<Answer> {
+        if self.waiting == 0 && self.gave_up && self.delivered.is_none() {
+            let answer = self.answer.clone()?;
+            self.delivered = Some(Delivery::Sender);
+            return Some(answer);
+        }
+        None
+    }
+}
+
+/// A request waiting for a flight. If the request is dropped before it settles (the
+/// platform closed the connection), the drop counts as giving up, and an answer that is
+/// already there goes out through the sender rather than nowhere.
+struct Waiter {
+    channel: Arc<WechatChannel>,
+    flight: Arc<Flight>,
+    openid: String,
+    settled: bool,
+}
+
+impl Drop for Waiter {
+    fn drop(&mut self) {
+        if self.settled {
+            return;
+        }
+        let late = {
+            let mut s = self.flight.state();
+            s.waiting = s.waiting.saturating_sub(1);
+            s.gave_up = true;
+            s.take_for_sender()
+        };
+        if let Some(answer) = late {
+            self.channel
+                .clone()
+                .send_late(std::mem::take(&mut self.openid), answer);
+        }
+    }
+}
+
 /// One message being answered, shared by the platform's retries of it.
 struct Flight {
     state: Mutex<FlightState>,
@@ -431,6 +473,14 @@ impl WechatChannel {
             }
         };
         flight.state().waiting += 1;
+        // From here on, this request counts as waiting until the guard says otherwise,
+        // also if the platform hangs up and the request future is dropped mid-wait.
+        let mut guard = Waiter {
+            channel: self.clone(),
+            flight: flight.clone(),
+            openid: to.openid.clone(),
+            settled: false,
+        };
         if fresh {
             self.clone()
                 .spawn_turn(flight.clone(), msg, to.openid.clone());
@@ -439,6 +489,7 @@ impl WechatChannel {
         if !self.deadline.is_zero() {
             let _ = tokio::time::timeout(self.deadline, done.wait_for(|d| *d)).await;
         }
+        guard.settled = true;
         let mut s = flight.state();
         s.waiting -= 1;
         match (s.answer.clone(), s.delivered) {
@@ -476,30 +527,32 @@ impl WechatChannel {
             };
             let late = {
                 let mut s = flight.state();
-                s.answer = Some(answer.clone());
+                s.answer = Some(answer);
                 s.failed = failed;
                 s.finished_at = Some(Instant::now());
-                if s.waiting == 0 && s.gave_up && s.delivered.is_none() {
-                    s.delivered = Some(Delivery::Sender);
-                    true
-                } else {
-                    false
-                }
+                s.take_for_sender()
             };
             flight.done.send_replace(true);
-            if late {
-                let text = match answer {
-                    Answer::Text(t) => t,
-                    Answer::Transfer => TRANSFER_LATE.to_owned(),
-                    Answer::Nothing => return,
-                };
-                match self.sender.send_text(&openid, &text).await {
-                    Ok(()) => {
-                        tracing::info!(openid = %short(&openid), "wechat: late answer sent as 客服消息")
-                    }
-                    Err(e) => {
-                        tracing::warn!(openid = %short(&openid), error = %e, "wechat: late answer not delivered")
-                    }
+            if let Some(answer) = late {
+                self.send_late(openid, answer);
+            }
+        });
+    }
+
+    /// Sends an answer nobody is waiting for as a 客服消息 (on its own task).
+    fn send_late(self: Arc<Self>, openid: String, answer: Answer) {
+        let text = match answer {
+            Answer::Text(t) => t,
+            Answer::Transfer => TRANSFER_LATE.to_owned(),
+            Answer::Nothing => return,
+        };
+        tokio::spawn(async move {
+            match self.sender.send_text(&openid, &text).await {
+                Ok(()) => {
+                    tracing::info!(openid = %short(&openid), "wechat: late answer sent as 客服消息")
+                }
+                Err(e) => {
+                    tracing::warn!(openid = %short(&openid), error = %e, "wechat: late answer not delivered")
                 }
             }
         });
@@ -928,7 +981,9 @@ mod tests {
         let (ch, gate, release, recorder) = channel(0);
         assert_eq!(ch.answer(text_msg("m2"), &to()).await, Answer::Nothing);
         release.send(()).unwrap();
-        recorder.1.notified().await;
+        tokio::time::timeout(Duration::from_secs(30), recorder.1.notified())
+            .await
+            .expect("the sender was called");
         assert_eq!(
             recorder.0.lock().await.clone(),
             vec![("o1".to_owned(), "答：问题".to_owned())]
@@ -936,6 +991,30 @@ mod tests {
         assert_eq!(ch.answer(text_msg("m2"), &to()).await, Answer::Nothing);
         assert_eq!(gate.runs.load(Ordering::SeqCst), 1);
         assert_eq!(recorder.0.lock().await.len(), 1);
+    }
+
+    /// The platform hangs up while the engine runs (a deadline above its 5 s): the
+    /// dropped request counts as given up, and the answer goes out through the sender.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_dropped_request_does_not_strand_the_answer() {
+        let (ch, gate, release, recorder) = channel(60_000);
+        let request = tokio::spawn({
+            let ch = ch.clone();
+            async move { ch.answer(text_msg("m3"), &to()).await }
+        });
+        while gate.runs.load(Ordering::SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+        request.abort();
+        assert!(request.await.unwrap_err().is_cancelled());
+        release.send(()).unwrap();
+        tokio::time::timeout(Duration::from_secs(30), recorder.1.notified())
+            .await
+            .expect("the sender was called");
+        assert_eq!(
+            recorder.0.lock().await.clone(),
+            vec![("o1".to_owned(), "答：问题".to_owned())]
+        );
     }
 
     #[test]
