@@ -766,3 +766,87 @@ async fn the_simulate_command_proves_a_setup() {
     assert!(!out.status.success());
     assert!(stderr.contains("403"), "{stderr}");
 }
+
+/// The sender as the server uses it on its own (agent replies, notices): tokens from a
+/// central token service, cached, refetched once when the platform says a token expired;
+/// long texts split; a closed 48-hour window reported as such.
+#[tokio::test]
+async fn the_sender_on_its_own() {
+    use kefu::channels::wechat::OutboundSender;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let fetches = Arc::new(AtomicUsize::new(0));
+    let (tx, mut rx) = mpsc::unbounded_channel::<(String, serde_json::Value)>();
+    let app = Router::new()
+        .route(
+            "/token-service",
+            get({
+                let fetches = fetches.clone();
+                move || async move {
+                    let n = fetches.fetch_add(1, Ordering::SeqCst) + 1;
+                    Json(serde_json::json!({"access_token": format!("T{n}"), "expires_in": 7200}))
+                }
+            }),
+        )
+        .route(
+            "/cgi-bin/message/custom/send",
+            post(
+                move |Query(q): Query<std::collections::HashMap<String, String>>,
+                      Json(body): Json<serde_json::Value>| {
+                    let tx = tx.clone();
+                    async move {
+                        let token = q.get("access_token").cloned().unwrap_or_default();
+                        let reply = if token == "T1" && body["text"]["content"] == "第二条" {
+                            // The token was refreshed elsewhere meanwhile.
+                            serde_json::json!({"errcode": 40001, "errmsg": "invalid credential"})
+                        } else if body["touser"] == "o_gone" {
+                            serde_json::json!({"errcode": 45015, "errmsg": "response out of time limit"})
+                        } else {
+                            let _ = tx.send((token, body));
+                            serde_json::json!({"errcode": 0, "errmsg": "ok"})
+                        };
+                        Json(reply)
+                    }
+                },
+            ),
+        );
+    let base = serve(app).await;
+    let wechat = WechatConfig {
+        token: Some(SecretString::new(TOKEN)),
+        token_service_url: Some(format!("{base}/token-service")),
+        api_base: base,
+        max_reply_bytes: 64,
+        ..WechatConfig::default()
+    };
+    let sender = ApiSender::from_config(&wechat, &wechat.secrets().unwrap()).unwrap();
+    sender.send_text("o_agent", "第一条").await.unwrap();
+    let (token, body) = rx.recv().await.unwrap();
+    assert_eq!(
+        (token.as_str(), body["touser"].as_str()),
+        ("T1", Some("o_agent"))
+    );
+    assert_eq!(body["text"]["content"], "第一条");
+    // T1 is refused for this one: refetch once, send with T2.
+    sender.send_text("o_agent", "第二条").await.unwrap();
+    let (token, body) = rx.recv().await.unwrap();
+    assert_eq!(
+        (token.as_str(), body["text"]["content"].as_str()),
+        ("T2", Some("第二条"))
+    );
+    assert_eq!(fetches.load(Ordering::SeqCst), 2, "cached between sends");
+    // 30 characters × 3 bytes over a 64-byte limit: two messages, in order.
+    let long = "长".repeat(30);
+    sender.send_text("o_agent", &long).await.unwrap();
+    let first = rx.recv().await.unwrap().1["text"]["content"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let second = rx.recv().await.unwrap().1["text"]["content"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(first.len() <= 64 && second.len() <= 64);
+    assert_eq!(format!("{first}{second}"), long);
+    let err = sender.send_text("o_gone", "还在吗").await.unwrap_err();
+    assert!(err.is_out_of_window(), "{err}");
+    assert_eq!(fetches.load(Ordering::SeqCst), 2);
+}
