@@ -575,7 +575,11 @@ impl WechatChannel {
                 // The platform's 客服 takes the chat; kefu's queue must not keep a ticket
                 // nobody will serve (the engine then serves the customer again when the
                 // platform hands the chat back).
-                self.turns.cancel_ticket(h.ticket, msg.at)?;
+                // A failure here (an agent claimed it in the meantime) must not cost the
+                // customer the transfer: the ticket is then the agents' to close.
+                if let Err(e) = self.turns.cancel_ticket(h.ticket, msg.at) {
+                    tracing::warn!(ticket = h.ticket, error = %e, "wechat: kefu ticket not cancelled after transfer");
+                }
                 return Ok(Answer::Transfer);
             }
         }
