@@ -100,6 +100,10 @@ pub struct WechatConfig {
     pub max_body_bytes: usize,
     /// Timeout for one platform API call (ms).
     pub api_timeout_ms: u64,
+    /// The bank's egress proxy for the platform API (`http://proxy.internal:3128`).
+    /// Environment proxy variables are deliberately not used: a server's route to the
+    /// internet should be stated in its configuration, not inherited from a shell.
+    pub api_proxy: Option<String>,
 }
 
 impl Default for WechatConfig {
@@ -130,6 +134,7 @@ impl Default for WechatConfig {
             max_reply_bytes: 2048,
             max_body_bytes: 64 * 1024,
             api_timeout_ms: 5000,
+            api_proxy: None,
         }
     }
 }

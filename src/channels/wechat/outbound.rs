@@ -325,10 +325,20 @@ impl OutboundSender for ApiSender {
     }
 }
 
-/// An HTTP client for the platform API with the configured timeout.
+/// An HTTP client for the platform API with the configured timeout and proxy (and no
+/// proxy from the environment).
 pub fn http_client(config: &WechatConfig) -> Result<reqwest::Client> {
-    reqwest::Client::builder()
+    let builder = reqwest::Client::builder()
         .timeout(Duration::from_millis(config.api_timeout_ms.max(1)))
+        .no_proxy();
+    let builder = match &config.api_proxy {
+        Some(url) => builder.proxy(
+            reqwest::Proxy::all(url)
+                .map_err(|e| Error::InvalidInput(format!("[wechat] api_proxy: {e}")))?,
+        ),
+        None => builder,
+    };
+    builder
         .build()
         .map_err(|e| Error::InvalidInput(format!("cannot build the HTTP client: {e}")))
 }

@@ -134,7 +134,13 @@ impl Simulation {
             url: self.url.clone(),
             reason: e.without_url().to_string(),
         };
-        let response = reqwest::Client::new()
+        // Straight to kefu, never through a proxy from the environment.
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(std::time::Duration::from_secs(30))
+            .build()
+            .map_err(http_error)?;
+        let response = client
             .post(&self.url)
             .query(&query)
             .header("content-type", "text/xml")
