@@ -289,15 +289,13 @@ impl WechatChannel {
         Ok(())
     }
 
-    /// Checks, decrypts and parses a POST body; returns the message and, in safe or
-    /// compatible mode, the key to encrypt the reply with.
+    /// Decrypts and parses a POST body whose URL signature was checked; returns the
+    /// message and, in safe or compatible mode, the key to encrypt the reply with.
     fn open(
         &self,
         q: &WechatQuery,
         body: &[u8],
     ) -> std::result::Result<(Fields, Option<&AesKey>), Rejection> {
-        self.check_url_signature(q)?;
-        self.check_timestamp(q)?;
         match q.encrypt_type.as_deref() {
             None | Some("") | Some("raw") if self.require_encryption => {
                 Err(Rejection::PlaintextRefused)
@@ -631,6 +629,9 @@ impl WechatChannel {
         q: &WechatQuery,
         body: Body,
     ) -> std::result::Result<Response, Rejection> {
+        // The URL is checked before the body is read: unsigned traffic costs nothing.
+        self.check_url_signature(q)?;
+        self.check_timestamp(q)?;
         let bytes = axum::body::to_bytes(body, self.max_body_bytes)
             .await
             .map_err(|e| {
