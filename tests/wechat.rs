@@ -556,6 +556,9 @@ async fn other_message_types() {
         content.starts_with(first_line(&answer_of("cc-lost"))),
         "{content}"
     );
+    let unrecognised = format!("<xml><ToUserName><![CDATA[{ACCOUNT}]]></ToUserName><FromUserName><![CDATA[o_types]]></FromUserName><CreateTime>{}</CreateTime><MsgType><![CDATA[voice]]></MsgType><MediaId><![CDATA[m]]></MediaId><Format><![CDATA[amr]]></Format><MsgId>6004</MsgId></xml>", now());
+    let (_, body) = h.post_plain(unrecognised).await;
+    assert!(body.contains("没有听清您的语音"), "{body}");
     let location = format!("<xml><ToUserName><![CDATA[{ACCOUNT}]]></ToUserName><FromUserName><![CDATA[o_types]]></FromUserName><CreateTime>{}</CreateTime><MsgType><![CDATA[location]]></MsgType><Location_X>30.27</Location_X><Location_Y>120.15</Location_Y><Scale>15</Scale><Label><![CDATA[杭州市西湖区]]></Label><MsgId>6003</MsgId></xml>", now());
     let (_, body) = h.post_plain(location).await;
     let content = assert_text_reply(&parse(body.as_bytes()).unwrap(), "o_types");
