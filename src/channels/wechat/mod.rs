@@ -184,7 +184,14 @@ pub struct WechatChannel {
     max_body_bytes: usize,
     turns: Arc<dyn Turns>,
     sender: Arc<dyn OutboundSender>,
-    flights: Mutex<HashMap<String, Arc<Flight>>>,
+    flights: Mutex<Flights>,
+}
+
+/// Messages being answered or recently answered, by OpenID and message id.
+struct Flights {
+    map: HashMap<String, Arc<Flight>>,
+    /// Expired entries are swept at most once a second, not on every message.
+    swept_at: Instant,
 }
 
 impl std::fmt::Debug for WechatChannel {
@@ -258,7 +265,10 @@ impl WechatChannel {
             max_body_bytes: config.max_body_bytes,
             turns,
             sender,
-            flights: Mutex::new(HashMap::new()),
+            flights: Mutex::new(Flights {
+                map: HashMap::new(),
+                swept_at: Instant::now(),
+            }),
         })
     }
 
@@ -454,18 +464,22 @@ impl WechatChannel {
         let key = format!("{}\u{0}{id}", to.openid);
         let (flight, fresh) = {
             let mut flights = self.flights.lock().unwrap_or_else(|p| p.into_inner());
-            flights.retain(|_, f| {
-                let s = f.state();
-                !s.failed && s.finished_at.is_none_or(|t| t.elapsed() < RETAIN)
-            });
-            match flights.get(&key) {
+            if flights.swept_at.elapsed() >= Duration::from_secs(1) {
+                flights.map.retain(|_, f| {
+                    let s = f.state();
+                    !s.failed && s.finished_at.is_none_or(|t| t.elapsed() < RETAIN)
+                });
+                flights.swept_at = Instant::now();
+            }
+            // A failed run is not joined: the retry runs the engine again.
+            match flights.map.get(&key).filter(|f| !f.state().failed) {
                 Some(f) => (f.clone(), false),
                 None => {
                     let f = Arc::new(Flight {
                         state: Mutex::new(FlightState::default()),
                         done: watch::channel(false).0,
                     });
-                    flights.insert(key, f.clone());
+                    flights.map.insert(key, f.clone());
                     (f, true)
                 }
             }
@@ -855,11 +869,20 @@ mod tests {
     struct Gate {
         runs: AtomicUsize,
         release: Mutex<std::sync::mpsc::Receiver<()>>,
+        /// Fail this many runs first (a store error).
+        failures: AtomicUsize,
     }
 
     impl Turns for Gate {
         fn handle(&self, msg: &InboundMessage) -> Result<Reply> {
             self.runs.fetch_add(1, Ordering::SeqCst);
+            if self
+                .failures
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+            {
+                return Err(Error::Store("disk full".into()));
+            }
             let _ = self
                 .release
                 .lock()
@@ -909,6 +932,7 @@ mod tests {
         let gate = Arc::new(Gate {
             runs: AtomicUsize::new(0),
             release: Mutex::new(rx),
+            failures: AtomicUsize::new(0),
         });
         let recorder = Arc::new(Recorder::default());
         let config = WechatConfig {
@@ -961,6 +985,7 @@ mod tests {
             .flights
             .lock()
             .unwrap()
+            .map
             .values()
             .map(|f| f.state().waiting)
             .sum::<usize>()
@@ -1020,6 +1045,24 @@ mod tests {
             recorder.0.lock().await.clone(),
             vec![("o1".to_owned(), "答：问题".to_owned())]
         );
+    }
+
+    /// A failed run is not replayed to the retry: the retry runs the engine again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_retry_after_a_failure_runs_again() {
+        let (ch, gate, release, recorder) = channel(60_000);
+        gate.failures.store(1, Ordering::SeqCst);
+        assert_eq!(
+            ch.answer(text_msg("m4"), &to()).await,
+            Answer::Text(SORRY.into())
+        );
+        release.send(()).unwrap();
+        assert_eq!(
+            ch.answer(text_msg("m4"), &to()).await,
+            Answer::Text("答：问题".into())
+        );
+        assert_eq!(gate.runs.load(Ordering::SeqCst), 2);
+        assert!(recorder.0.lock().await.is_empty());
     }
 
     #[test]
