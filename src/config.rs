@@ -32,6 +32,8 @@ pub struct EngineConfig {
     pub admin: AdminConfig,
     /// The bank's system behind account actions (demo or HTTP).
     pub banking: crate::banking::BankingConfig,
+    /// The WeChat Official Account channel (`[wechat]`, used by `kefu serve`).
+    pub wechat: crate::channels::wechat::WechatConfig,
 }
 
 /// Settings of the HTTP service. Limits protect the engine from one noisy client.
@@ -90,6 +92,7 @@ impl Default for EngineConfig {
             server: ServerConfig::default(),
             admin: AdminConfig::default(),
             banking: crate::banking::BankingConfig::default(),
+            wechat: crate::channels::wechat::WechatConfig::default(),
         }
     }
 }

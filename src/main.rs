@@ -76,6 +76,11 @@ enum Command {
     /// Prints the SHA-256 of a token read from standard input, for `token_sha256` in
     /// the configuration (tokens never go on a command line).
     HashToken,
+    /// WeChat Official Account (服务号) tools.
+    Wechat {
+        #[command(subcommand)]
+        command: WechatCommand,
+    },
     /// Knowledge-base tools.
     Kb {
         #[command(subcommand)]
@@ -184,6 +189,46 @@ enum AgentCommand {
 }
 
 #[derive(Subcommand)]
+enum WechatCommand {
+    /// Posts a message to a running kefu as the platform would (signed, and encrypted in
+    /// safe mode), checks the reply's signature, decrypts it and prints it.
+    Simulate {
+        /// kefu's WeChat URL, as entered in the console.
+        #[arg(long)]
+        url: String,
+        /// The console's Token.
+        #[arg(long, env = "KEFU_WECHAT_TOKEN", hide_env_values = true)]
+        token: String,
+        /// The EncodingAESKey: given, the message is sent in safe mode.
+        #[arg(
+            long,
+            env = "KEFU_WECHAT_AES_KEY",
+            hide_env_values = true,
+            requires = "app_id"
+        )]
+        aes_key: Option<String>,
+        /// The 公众号's AppID (required with --aes-key).
+        #[arg(long)]
+        app_id: Option<String>,
+        /// A text message from the customer.
+        #[arg(long, conflicts_with = "event", required_unless_present = "event")]
+        text: Option<String>,
+        /// An event instead: `subscribe` or `click:KEY`.
+        #[arg(long)]
+        event: Option<String>,
+        /// The customer's OpenID.
+        #[arg(long, default_value = "o_kefu_simulate")]
+        openid: String,
+        /// The account's original id (gh_…).
+        #[arg(long, default_value = "gh_kefu_simulate")]
+        account: String,
+        /// MsgId; repeat one to see a retry answered without running the engine again.
+        #[arg(long)]
+        msg_id: Option<u64>,
+    },
+}
+
+#[derive(Subcommand)]
 enum ReportCommand {
     /// Questions the bot could not answer, grouped by wording, most frequent first.
     Unanswered {
@@ -281,6 +326,45 @@ fn run(cli: Cli) -> Result<std::process::ExitCode> {
         Command::Kb {
             command: KbCommand::Check { dir, intents },
         } => kb_check(&dir, &intents),
+        Command::Wechat {
+            command:
+                WechatCommand::Simulate {
+                    url,
+                    token,
+                    aes_key,
+                    app_id,
+                    text,
+                    event,
+                    openid,
+                    account,
+                    msg_id,
+                },
+        } => {
+            use kefu::channels::wechat::simulate::{SimulatedMessage, Simulation};
+            let message = match (text, event.as_deref()) {
+                (Some(t), _) => SimulatedMessage::Text(t),
+                (None, Some("subscribe")) => SimulatedMessage::Subscribe,
+                (None, Some(e)) if e.starts_with("click:") => {
+                    SimulatedMessage::Click(e["click:".len()..].to_owned())
+                }
+                (None, other) => anyhow::bail!(
+                    "--event must be `subscribe` or `click:KEY`, got {:?}",
+                    other.unwrap_or_default()
+                ),
+            };
+            let simulation = Simulation {
+                url,
+                token,
+                encoding_aes_key: aes_key,
+                app_id: app_id.unwrap_or_default(),
+                openid,
+                account,
+                message,
+                msg_id: msg_id
+                    .unwrap_or_else(|| now() as u64 * 1000 + u64::from(std::process::id() % 1000)),
+            };
+            wechat_simulate(&simulation)
+        }
         Command::Ask {
             question,
             kb,
@@ -318,6 +402,47 @@ fn run(cli: Cli) -> Result<std::process::ExitCode> {
             }
         }
     }
+}
+
+fn wechat_simulate(
+    simulation: &kefu::channels::wechat::simulate::Simulation,
+) -> Result<std::process::ExitCode> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let mode = if simulation.encoding_aes_key.is_some() {
+        "safe mode"
+    } else {
+        "plain mode"
+    };
+    let reply = runtime
+        .block_on(simulation.run())
+        .with_context(|| format!("simulated message to {} failed", simulation.url))?;
+    say!("sent ({mode}): {}", simulation.sent_xml_preview());
+    let Some(fields) = reply.fields else {
+        say!(
+            "kefu answered `success` (HTTP {}): nothing to say, or the answer was slower than the deadline and goes out as a 客服消息.",
+            reply.status
+        );
+        return Ok(std::process::ExitCode::SUCCESS);
+    };
+    if reply.encrypted {
+        say!("reply: encrypted, MsgSignature verified, decrypted with the key and AppId");
+    }
+    let msg_type = fields.text("MsgType").unwrap_or("?");
+    say!(
+        "reply: MsgType {msg_type}, to {}, from {}",
+        fields.text("ToUserName").unwrap_or("?"),
+        fields.text("FromUserName").unwrap_or("?")
+    );
+    match msg_type {
+        "text" => say!("{}", fields.get("Content").unwrap_or_default()),
+        "transfer_customer_service" => {
+            say!("(the chat goes to the platform's own 客服 tools)")
+        }
+        _ => {}
+    }
+    Ok(std::process::ExitCode::SUCCESS)
 }
 
 fn kb_check(dir: &Path, intents: &Path) -> Result<std::process::ExitCode> {
@@ -684,9 +809,31 @@ fn serve(setup: &Setup, listen: Option<String>, log_json: bool) -> Result<std::p
             entries = engine.knowledge_summary().entries,
             "kefu serving on http://{local}"
         );
-        kefu::channels::http::serve(engine, listener, shutdown_signal(), |state| {
-            (Arc::new(state), axum::Router::new())
-        })
+        // The WeChat channel is on when the configuration names its Token.
+        let w = &engine.config().wechat;
+        let wechat = if w.token.is_some() || w.token_env.is_some() || w.token_file.is_some() {
+            let channel = kefu::channels::wechat::WechatChannel::from_config(w, engine.clone())
+                .context("the [wechat] configuration is not usable")?;
+            tracing::info!("WeChat channel on /wechat");
+            Some(Arc::new(channel))
+        } else {
+            None
+        };
+        kefu::channels::http::serve(
+            engine,
+            listener,
+            shutdown_signal(),
+            move |state| match wechat {
+                Some(channel) => {
+                    let push = Arc::new(kefu::channels::wechat::WechatPush::new(&channel));
+                    (
+                        Arc::new(state.with_pusher(push)),
+                        kefu::channels::wechat::router(channel),
+                    )
+                }
+                None => (Arc::new(state), axum::Router::new()),
+            },
+        )
         .await?;
         Ok::<_, anyhow::Error>(())
     })?;

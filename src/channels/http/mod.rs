@@ -80,8 +80,12 @@ impl AgentEvent {
 pub trait CustomerPush: Send + Sync {
     /// Whether this pusher serves the customer (e.g. user ids starting with `wx:`).
     fn serves(&self, key: &UserKey) -> bool;
-    /// Sends a text; may block (called on the blocking pool).
-    fn push(&self, key: &UserKey, text: &str) -> crate::Result<()>;
+    /// Sends a text to the customer.
+    fn push<'a>(
+        &'a self,
+        key: &'a UserKey,
+        text: &'a str,
+    ) -> std::pin::Pin<Box<dyn Future<Output = crate::Result<()>> + Send + 'a>>;
 }
 
 pub struct AppState {
@@ -378,11 +382,9 @@ async fn background(state: Arc<AppState>) {
 pub(crate) async fn push_to_channels(state: &Arc<AppState>, key: &UserKey, text: &str) {
     for p in &state.pushers {
         if p.serves(key) {
-            let (p, key2, text) = (p.clone(), key.clone(), text.to_owned());
-            let sent = tokio::task::spawn_blocking(move || p.push(&key2, &text)).await;
-            if !matches!(sent, Ok(Ok(()))) {
+            if let Err(e) = p.push(key, text).await {
                 metrics::counter!("kefu_errors_total", "kind" => "push").increment(1);
-                tracing::warn!("could not push a message to a customer's channel");
+                tracing::warn!("could not push a message to a customer's channel: {e}");
             }
         }
     }
