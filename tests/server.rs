@@ -569,3 +569,83 @@ async fn the_agent_console_is_a_client_of_the_server() {
     .unwrap();
     assert!(ok && out.contains("已结束"), "{out}{err}");
 }
+
+/// A WeChat customer asks for a person through `kefu serve`'s `/wechat`; the agent's
+/// reply from the desk API reaches them as a 客服消息 on the (fake) platform API.
+#[tokio::test]
+async fn an_agent_reply_reaches_a_wechat_customer_as_a_customer_service_message() {
+    use axum::routing::{get, post as route_post};
+    use sha1::{Digest, Sha1};
+    let (tx, mut sent) = tokio::sync::mpsc::unbounded_channel::<Value>();
+    let api = axum::Router::new()
+        .route(
+            "/cgi-bin/token",
+            get(|| async { axum::Json(json!({"access_token": "ACCESS-1", "expires_in": 7200})) }),
+        )
+        .route(
+            "/cgi-bin/message/custom/send",
+            route_post(move |axum::Json(body): axum::Json<Value>| {
+                let tx = tx.clone();
+                async move {
+                    let _ = tx.send(body);
+                    axum::Json(json!({"errcode": 0, "errmsg": "ok"}))
+                }
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let api_base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, api).await });
+
+    let dir = tempfile::tempdir().unwrap();
+    let wechat = format!(
+        "[wechat]\napp_id = \"wx0123456789abcdef\"\ntoken = \"kefuServeToken1\"\napp_secret = \"test-app-secret\"\napi_base = \"{api_base}\"\ntimestamp_window_secs = 0\n"
+    );
+    let s = Server::start(dir.path(), &config(&wechat));
+    let c = client();
+    let (ts, nonce) = ("1714036504", "1514711492");
+    let mut parts = ["kefuServeToken1", ts, nonce];
+    parts.sort();
+    let signature = hex::encode(Sha1::digest(parts.concat().as_bytes()));
+    let xml = "<xml><ToUserName><![CDATA[gh_0123456789ab]]></ToUserName><FromUserName><![CDATA[oOPENID42]]></FromUserName><CreateTime>1714036504</CreateTime><MsgType><![CDATA[text]]></MsgType><Content><![CDATA[转人工]]></Content><MsgId>99887766</MsgId></xml>";
+    let res = c
+        .post(s.url("/wechat"))
+        .query(&[
+            ("signature", signature.as_str()),
+            ("timestamp", ts),
+            ("nonce", nonce),
+        ])
+        .body(xml)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let reply = res.text().await.unwrap();
+    assert!(
+        reply.contains("oOPENID42") && reply.contains("人工"),
+        "{reply}"
+    );
+
+    let (status, t) = post(&c, &s, "/v1/agent/claim", &token("head"), json!({})).await;
+    assert_eq!(status, 200, "{t}");
+    assert_eq!(t["customer"], "wx:oOPENID42");
+    let ticket = t["ticket"].as_u64().unwrap();
+    let (status, _) = post(
+        &c,
+        &s,
+        &format!("/v1/agent/chats/{ticket}/reply"),
+        &token("head"),
+        json!({"text": "您好，我是人工客服，请问手机13812345678是您本人的吗"}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let pushed = tokio::time::timeout(Duration::from_secs(10), sent.recv())
+        .await
+        .expect("a 客服消息 within 10 s")
+        .unwrap();
+    assert_eq!(pushed["touser"], "oOPENID42");
+    assert_eq!(pushed["msgtype"], "text");
+    assert_eq!(
+        pushed["text"]["content"],
+        "您好，我是人工客服，请问手机138****5678是您本人的吗"
+    );
+}
