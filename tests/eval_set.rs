@@ -92,16 +92,35 @@ fn both_halves_carry_every_style() {
     assert!(rows.len() >= 300, "{} messages", rows.len());
     let mut count: BTreeMap<(&str, &str), usize> = BTreeMap::new();
     for r in &rows {
-        assert!(STYLES.contains(&r.style.as_str()), "{}: style {}", r.id, r.style);
-        assert!(r.half == "tune" || r.half == "test", "{}: half {}", r.id, r.half);
-        *count.entry((r.style.as_str(), r.half.as_str())).or_default() += 1;
+        assert!(
+            STYLES.contains(&r.style.as_str()),
+            "{}: style {}",
+            r.id,
+            r.style
+        );
+        assert!(
+            r.half == "tune" || r.half == "test",
+            "{}: half {}",
+            r.id,
+            r.half
+        );
+        *count
+            .entry((r.style.as_str(), r.half.as_str()))
+            .or_default() += 1;
     }
     for style in STYLES {
         let tune = count.get(&(style, "tune")).copied().unwrap_or(0);
         let test = count.get(&(style, "test")).copied().unwrap_or(0);
         // At least ~8 % of the set per style, split evenly by the alternating rule.
-        assert!((tune + test) * 100 >= rows.len() * 8, "{style}: {}", tune + test);
-        assert!(tune.abs_diff(test) <= 1, "{style}: tune {tune}, test {test}");
+        assert!(
+            (tune + test) * 100 >= rows.len() * 8,
+            "{style}: {}",
+            tune + test
+        );
+        assert!(
+            tune.abs_diff(test) <= 1,
+            "{style}: tune {tune}, test {test}"
+        );
     }
     let oos = rows.iter().filter(|r| r.style == "out_of_scope").count();
     assert!(oos >= 40, "{oos} out-of-scope messages");
@@ -117,5 +136,8 @@ fn no_message_is_copied_into_the_knowledge_base() {
         .filter(|r| !BLIND_COINCIDENCES.contains(&r.text.as_str()))
         .map(|r| format!("{} {}", r.id, r.text))
         .collect();
-    assert!(leaked.is_empty(), "eval messages in the knowledge base: {leaked:?}");
+    assert!(
+        leaked.is_empty(),
+        "eval messages in the knowledge base: {leaked:?}"
+    );
 }
