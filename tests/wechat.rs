@@ -562,7 +562,11 @@ async fn other_message_types() {
     let location = format!("<xml><ToUserName><![CDATA[{ACCOUNT}]]></ToUserName><FromUserName><![CDATA[o_types]]></FromUserName><CreateTime>{}</CreateTime><MsgType><![CDATA[location]]></MsgType><Location_X>30.27</Location_X><Location_Y>120.15</Location_Y><Scale>15</Scale><Label><![CDATA[杭州市西湖区]]></Label><MsgId>6003</MsgId></xml>", now());
     let (_, body) = h.post_plain(location).await;
     let content = assert_text_reply(&parse(body.as_bytes()).unwrap(), "o_types");
-    assert!(content.contains("已收到您的位置"), "{content}");
+    // A shared location feeds the banking backend's branch search.
+    assert!(
+        content.contains("网点") && content.contains("公里"),
+        "{content}"
+    );
 }
 
 #[tokio::test]
