@@ -32,6 +32,9 @@ pub struct EngineConfig {
     pub admin: AdminConfig,
     /// The bank's system behind account actions (demo or HTTP).
     pub banking: crate::banking::BankingConfig,
+    /// Transaction alerts pushed by the bank's system (`POST /v1/backend/alerts`): the
+    /// token it authenticates with, by hash or reference like the admin token.
+    pub alerts: AdminConfig,
     /// The WeChat Official Account channel (`[wechat]`, used by `kefu serve`).
     pub wechat: crate::channels::wechat::WechatConfig,
 }
@@ -70,7 +73,7 @@ impl Default for ServerConfig {
     }
 }
 
-/// The admin token, by hash or reference (never the token itself).
+/// A service token (admin, alerts) by hash or reference (never the token itself).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct AdminConfig {
@@ -91,6 +94,7 @@ impl Default for EngineConfig {
             handoff: HandoffConfig::default(),
             server: ServerConfig::default(),
             admin: AdminConfig::default(),
+            alerts: AdminConfig::default(),
             banking: crate::banking::BankingConfig::default(),
             wechat: crate::channels::wechat::WechatConfig::default(),
         }

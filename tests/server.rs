@@ -649,3 +649,76 @@ async fn an_agent_reply_reaches_a_wechat_customer_as_a_customer_service_message(
         "您好，我是人工客服，请问手机138****5678是您本人的吗"
     );
 }
+
+/// The bank pushes a transaction alert: the customer who bound the card gets it, masked,
+/// on their stream; a retry of the same alert is delivered once; a wrong token is refused.
+#[tokio::test]
+async fn a_transaction_alert_reaches_the_customer_who_bound_the_card_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let alerts = format!(
+        "[alerts]\ntoken_sha256 = \"{}\"\n",
+        kefu::handoff::hash_token("bank-alerts-token-0123456789")
+    );
+    let s = Server::start(dir.path(), &config(&alerts));
+    let c = client();
+    for text in ["查余额", "6222-0200-1234-2345", "123456", "2"] {
+        say(&c, &s, json!({"user": "zhang", "text": text})).await;
+    }
+    let mut stream = Sse::open(&c, &s.url("/v1/messages/stream?user=zhang"), None).await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let alert = json!({
+        "alert_id": "TX-1", "tenant": "bank", "customer": "C001", "card_tail": "2345",
+        "amount": -50000, "balance_after": 5184567, "description": "转账至 6222 0299 8877 4321",
+        "at": now,
+    });
+    let (status, _) = post(&c, &s, "/v1/backend/alerts", ADMIN_TOKEN, alert.clone()).await;
+    assert_eq!(status, 401, "the admin token is not the alerts token");
+    let (status, r) = post(
+        &c,
+        &s,
+        "/v1/backend/alerts",
+        "bank-alerts-token-0123456789",
+        alert.clone(),
+    )
+    .await;
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(r["delivered"], 1);
+    let notice: Value = serde_json::from_str(&stream.until("notice", 10).await).unwrap();
+    let text = notice["text"].as_str().unwrap();
+    assert!(
+        text.contains("尾号2345") && text.contains("500.00元"),
+        "{text}"
+    );
+    assert!(!text.contains("0299 8877"), "{text}");
+    let (_, again) = post(
+        &c,
+        &s,
+        "/v1/backend/alerts",
+        "bank-alerts-token-0123456789",
+        alert,
+    )
+    .await;
+    assert_eq!(
+        (again["delivered"].as_u64(), again["duplicates"].as_u64()),
+        (Some(0), Some(1))
+    );
+    let stranger = json!({
+        "alert_id": "TX-2", "tenant": "bank", "customer": "C002", "card_tail": "8888",
+        "amount": 100, "at": now,
+    });
+    let (_, r) = post(
+        &c,
+        &s,
+        "/v1/backend/alerts",
+        "bank-alerts-token-0123456789",
+        stranger,
+    )
+    .await;
+    assert_eq!(
+        (r["delivered"].as_u64(), r["dropped"].as_u64()),
+        (Some(0), Some(1))
+    );
+}

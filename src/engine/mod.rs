@@ -141,6 +141,11 @@ pub struct Reply {
 }
 
 impl Reply {
+    /// A plain reply (channels build notices of their own with it).
+    pub fn new_public(kind: ReplyKind, text: impl Into<String>) -> Self {
+        Reply::new(kind, text)
+    }
+
     fn new(kind: ReplyKind, text: impl Into<String>) -> Self {
         Reply {
             kind,
@@ -589,6 +594,41 @@ impl Engine {
             at: session.updated_at,
         })?;
         Ok(pending)
+    }
+
+    /// Records a notice the bot sends on its own (a transaction alert) in the customer's
+    /// transcript. With `dedup_id`, a repeat of the same notice is recognised and not
+    /// recorded (nor delivered) again: returns `false`.
+    pub fn record_notice(
+        &self,
+        key: &UserKey,
+        text: &str,
+        dedup_id: Option<&str>,
+        at: i64,
+    ) -> Result<bool> {
+        let _turn = self.lock(key);
+        if let Some(id) = dedup_id {
+            if self.store.processed(key, id)?.is_some() {
+                return Ok(false);
+            }
+        }
+        let session = self.store.session(key)?.unwrap_or_default();
+        let turns = [Turn {
+            at,
+            from: Speaker::Bot,
+            text: mask(text).into_owned(),
+            message_id: None,
+        }];
+        self.store.commit(TurnCommit {
+            key,
+            session: &session,
+            turns: &turns,
+            events: &[],
+            processed: dedup_id.map(|id| (id, &b"null"[..])),
+            queue: None,
+            at,
+        })?;
+        Ok(true)
     }
 
     /// An agent ends a chat: the customer gets a closing line and the bot serves again.

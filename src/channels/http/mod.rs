@@ -15,6 +15,7 @@
 
 mod admin;
 mod agent;
+mod alerts;
 mod customer;
 pub mod error;
 mod ops;
@@ -92,6 +93,7 @@ pub struct AppState {
     pub engine: Arc<Engine>,
     pub config: ServerConfig,
     admin_hash: Option<[u8; 32]>,
+    alerts_hash: Option<[u8; 32]>,
     pub customers: broadcast::Sender<CustomerSignal>,
     pub agents: broadcast::Sender<AgentEvent>,
     limiter: RateLimiter,
@@ -106,23 +108,14 @@ impl AppState {
     /// variable, a hash that is not one).
     pub fn new(engine: Arc<Engine>, shutdown: watch::Receiver<bool>) -> crate::Result<Self> {
         let config = engine.config().server.clone();
-        let a = &engine.config().admin;
-        let admin_hash =
-            if a.token_sha256.is_none() && a.token_env.is_none() && a.token_file.is_none() {
-                None
-            } else {
-                Some(resolve_secret(
-                    "admin",
-                    a.token_sha256.as_deref(),
-                    a.token_env.as_deref(),
-                    a.token_file.as_deref(),
-                )?)
-            };
+        let admin_hash = service_token("admin", &engine.config().admin)?;
+        let alerts_hash = service_token("alerts", &engine.config().alerts)?;
         Ok(AppState {
             limiter: RateLimiter::new(config.customer_messages_per_minute, config.customer_burst),
             engine,
             config,
             admin_hash,
+            alerts_hash,
             customers: broadcast::channel(4096).0,
             agents: broadcast::channel(4096).0,
             metrics: metrics_handle(),
@@ -174,19 +167,43 @@ impl AppState {
     }
 
     fn admin_ok(&self, token: Option<&str>) -> bool {
-        use sha2::{Digest, Sha256};
-        use subtle::ConstantTimeEq;
-        match (self.admin_hash, token) {
-            (Some(hash), Some(t)) => {
-                let given: [u8; 32] = Sha256::digest(t.as_bytes()).into();
-                bool::from(hash.ct_eq(&given))
-            }
-            _ => false,
-        }
+        token_matches(self.admin_hash, token)
+    }
+
+    fn alerts_ok(&self, token: Option<&str>) -> bool {
+        token_matches(self.alerts_hash, token)
     }
 
     fn shutting_down(&self) -> bool {
         *self.shutdown.borrow()
+    }
+}
+
+/// A configured service token's hash, or `None` when none is configured (then every
+/// call that needs it is refused).
+fn service_token(what: &str, c: &crate::config::AdminConfig) -> crate::Result<Option<[u8; 32]>> {
+    if c.token_sha256.is_none() && c.token_env.is_none() && c.token_file.is_none() {
+        return Ok(None);
+    }
+    resolve_secret(
+        what,
+        c.token_sha256.as_deref(),
+        c.token_env.as_deref(),
+        c.token_file.as_deref(),
+    )
+    .map(Some)
+}
+
+/// Constant-time comparison of a presented token with a configured hash.
+fn token_matches(hash: Option<[u8; 32]>, token: Option<&str>) -> bool {
+    use sha2::{Digest, Sha256};
+    use subtle::ConstantTimeEq;
+    match (hash, token) {
+        (Some(hash), Some(t)) => {
+            let given: [u8; 32] = Sha256::digest(t.as_bytes()).into();
+            bool::from(hash.ct_eq(&given))
+        }
+        _ => false,
     }
 }
 
@@ -261,6 +278,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(customer::routes())
         .merge(agent::routes())
         .merge(admin::routes())
+        .merge(alerts::routes())
         .merge(ops::routes())
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .method_not_allowed_fallback(|| async {
@@ -428,6 +446,7 @@ pub(crate) fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
         admin::publish,
         admin::unanswered,
         admin::stats,
+        alerts::alert,
         ops::healthz,
         ops::readyz,
         ops::metrics,
