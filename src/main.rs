@@ -903,7 +903,7 @@ fn agent(server: &str, token: &str, command: AgentCommand) -> Result<std::proces
             _ => "已转回机器人".to_owned(),
         };
         format!(
-            "#{:<6} {:<8} 等待 {:<8} 客户 {}/{}  网点 {}  意图 {}  原因 {}",
+            "#{:<6} {:<8} 等待 {:<8} 客户 {}/{}（{}）  网点 {}  意图 {}  原因 {}",
             x["ticket"],
             state,
             format!(
@@ -912,6 +912,11 @@ fn agent(server: &str, token: &str, command: AgentCommand) -> Result<std::proces
             ),
             x["tenant"].as_str().unwrap_or(""),
             x["customer"].as_str().unwrap_or(""),
+            if x["identity"] == "verified" {
+                "已绑卡"
+            } else {
+                "未绑卡"
+            },
             x["group"].as_str().unwrap_or("-"),
             x["intent"].as_str().unwrap_or("-"),
             x["reason"].as_str().unwrap_or("")

@@ -131,6 +131,7 @@ async fn a_customer_and_an_agent_talk_live_and_the_bot_takes_over_again() {
     let (status, claimed) = post(&c, &s, "/v1/agent/claim", &token("head"), json!({})).await;
     assert_eq!(status, 200, "{claimed}");
     assert_eq!(claimed["ticket"], ticket);
+    assert_eq!(claimed["identity"], "follower");
     let st: Value = serde_json::from_str(&stream.until("handoff", 10).await).unwrap();
     assert_eq!(st["state"], "claimed");
     assert_eq!(st["agent"], "客服head");

@@ -963,6 +963,7 @@ impl TurnState<'_> {
                     transcript,
                     left_message: !open,
                     timeout_notified: false,
+                    auth: session.auth,
                 };
                 let position = self.engine.queue.queued_len()? + 1;
                 self.queue_op = Some(QueueOp::Enqueue(fresh.clone()));

@@ -89,6 +89,10 @@ pub struct Ticket {
     pub left_message: bool,
     #[serde(default)]
     pub timeout_notified: bool,
+    /// The customer's identity level when they asked for a person (never their card
+    /// number): an agent sees whether the customer has verified a card.
+    #[serde(default)]
+    pub auth: crate::intents::AuthLevel,
 }
 
 /// A message exchanged after escalation (masked).
@@ -440,6 +444,7 @@ impl HandoffQueue for SledQueue {
             transcript: req.transcript.clone(),
             left_message: req.left_message,
             timeout_notified: false,
+            auth: crate::intents::AuthLevel::default(),
         };
         let tr = &self.trees;
         let ticket = (&tr.tickets, &tr.order, &tr.open)
@@ -1030,6 +1035,7 @@ mod tests {
             transcript: vec![],
             left_message: false,
             timeout_notified: false,
+            auth: crate::intents::AuthLevel::default(),
         };
         let mut hz = agent("hz", "long-enough-token-1");
         hz.groups = vec!["0571".into()];

@@ -69,6 +69,8 @@ pub struct TicketSummary {
     pub reason: String,
     pub intent: Option<String>,
     pub left_message: bool,
+    /// `follower` or `verified` (bound a card): what the customer proved, never which card.
+    pub identity: String,
 }
 
 fn state_name(s: &TicketState) -> (&'static str, Option<String>) {
@@ -95,6 +97,11 @@ fn summary(t: &Ticket, now: i64) -> TicketSummary {
         reason: t.reason.clone(),
         intent: t.intent.clone(),
         left_message: t.left_message,
+        identity: match t.auth {
+            crate::intents::AuthLevel::Follower => "follower",
+            crate::intents::AuthLevel::Verified => "verified",
+        }
+        .into(),
     }
 }
 
