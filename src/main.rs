@@ -234,8 +234,10 @@ enum ReportCommand {
     Unanswered {
         #[arg(long, default_value = "data")]
         data: PathBuf,
-        #[arg(long, default_value = "knowledge-base")]
-        kb: PathBuf,
+        /// The knowledge base whose dictionary groups the wordings; the built-in one by
+        /// default.
+        #[arg(long)]
+        kb: Option<PathBuf>,
         #[arg(long)]
         json: bool,
     },
@@ -322,7 +324,7 @@ fn run(cli: Cli) -> Result<std::process::ExitCode> {
         }
         Command::Report {
             command: ReportCommand::Unanswered { data, kb, json },
-        } => report_unanswered(&data, &kb, json),
+        } => report_unanswered(&data, kb.as_deref(), json),
         Command::Kb {
             command: KbCommand::Check { dir, intents },
         } => kb_check(&dir, &intents),
@@ -749,11 +751,14 @@ fn skip_line(input: &mut impl std::io::BufRead) -> std::io::Result<()> {
     }
 }
 
-fn report_unanswered(data: &Path, kb: &Path, json: bool) -> Result<std::process::ExitCode> {
+fn report_unanswered(data: &Path, kb: Option<&Path>, json: bool) -> Result<std::process::ExitCode> {
     let store = kefu::store::SledStore::open(data)
         .with_context(|| format!("cannot open store {}", data.display()))?;
-    let kb = KnowledgeBase::load_dir(kb)
-        .with_context(|| format!("knowledge base {} did not load", kb.display()))?;
+    let kb = match kb {
+        Some(dir) => KnowledgeBase::load_dir(dir)
+            .with_context(|| format!("knowledge base {} did not load", dir.display()))?,
+        None => ContentBundle::bundled().load()?.0,
+    };
     let analyzer = kefu::text::Analyzer::new(kb.user_words(), kb.synonyms().clone());
     let groups = kefu::report::unanswered(&store.events()?, &analyzer);
     if json {

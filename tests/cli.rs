@@ -244,3 +244,25 @@ fn a_reader_that_stops_early_is_not_a_crash() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert!(out.status.success(), "{stderr}");
 }
+
+/// `kefu chat` and `kefu serve` start from any directory with no configuration: the
+/// bundled knowledge base and intents are built into the binary.
+#[test]
+fn kefu_runs_from_any_directory_on_its_built_in_content() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = kefu(&["chat"], "信用卡丢了怎么办\n".as_bytes(), dir.path());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("挂失"), "{stdout}");
+    assert!(dir.path().join("data").is_dir(), "the store is ./data");
+    let out = kefu(&["report", "unanswered"], b"", dir.path());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
