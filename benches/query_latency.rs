@@ -123,6 +123,7 @@ fn synthetic_kb() -> KnowledgeBase {
                     answer: format!("{subject}的说明见 {id}。"),
                     related: Vec::new(),
                     keywords: Vec::new(),
+                    negative: Vec::new(),
                     scope: Scope::All,
                     valid_from: None,
                     valid_until: None,

@@ -16,7 +16,9 @@ fn bundled_knowledge_base_recall_stays_above_its_floor() {
     let r = Retriever::new(Arc::new(kb), RetrievalConfig::default()).unwrap();
     let queries = load_queries(&common::repo("eval/bundled-queries.tsv")).unwrap();
     assert_eq!(queries.len(), 150);
-    let report = recall(&r, &queries, None, |_| {}).unwrap();
+    // A fixed day, not the clock: four gold entries are campaigns that expire.
+    let today = kefu::knowledge::parse_date("2026-11-24").unwrap();
+    let report = recall(&r, &queries, None, today, |_| {}).unwrap();
     // Measured 2026-11-24: recall@1 0.660, recall@3 0.860, recall@10 0.980,
     // 36% answered at once with recall@1 0.852 among them.
     assert!(report.recall_at_1 >= 0.62, "{report:?}");

@@ -12,6 +12,7 @@
 //! (see `intents`).
 
 pub mod eval;
+pub mod messages;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -28,6 +29,7 @@ use time::Date;
 
 use crate::error::Result;
 use crate::knowledge::{Entry, KnowledgeBase, Scope};
+use crate::text::typo::Corrector;
 use crate::text::{
     char_units, is_question_word, search_form, Analyzer, CharGramTokenizer, JiebaTokenizer,
 };
@@ -178,10 +180,16 @@ pub struct RetrievalConfig {
     pub related: usize,
     /// Numbered candidates when asking back.
     pub clarify: usize,
+    /// When asking back, a runner-up whose score is within this of the top's is a real
+    /// alternative and makes a list; with none, the top alone is confirmed.
+    pub list_gap: f32,
     /// Character grams found in more than this share of questions are left out of the
     /// BM25 query (words never are). Measured with `kefu eval` and
     /// `cargo bench --bench query_latency`: see the README.
     pub gram_df_cutoff: f32,
+    /// Repair homophone typos (密马 → 密码) against the knowledge base's own character
+    /// pairs before ranking (see `text::typo`). Off only to measure what it does.
+    pub typo_repair: bool,
     /// Field boosts for BM25.
     pub boost_grams: f32,
     pub boost_keywords: f32,
@@ -214,6 +222,8 @@ impl Default for RetrievalConfig {
             gram_df_cutoff: 0.05,
             related: 3,
             clarify: 4,
+            list_gap: 0.1,
+            typo_repair: true,
             boost_grams: 0.6,
             boost_keywords: 0.5,
             boost_answer: 0.1,
@@ -349,7 +359,11 @@ impl Terms {
 
 impl Prepared {
     pub fn new(analyzer: &Analyzer, text: &str) -> Self {
-        let normalized = search_form(text);
+        Prepared::from_normalized(analyzer, search_form(text))
+    }
+
+    /// For text already in [`search_form`] (e.g. after typo repair).
+    pub fn from_normalized(analyzer: &Analyzer, normalized: String) -> Self {
         let mut words = analyzer.words(&normalized);
         words.sort();
         words.dedup();
@@ -571,7 +585,17 @@ pub struct Candidate {
     /// topical candidate may be answered or offered: "宇宙的尽头是什么" must not be
     /// asked back as "组合贷是什么" because both end in 是什么.
     pub topical: bool,
+    /// The query is closer to one of the entry's negative questions than to any of its
+    /// own (see [`Entry::negative`]): never answered or offered, ranked last.
+    pub negated: bool,
     pub features: Features,
+}
+
+impl Candidate {
+    /// Whether this candidate may be answered or offered at all.
+    pub fn eligible(&self) -> bool {
+        self.topical && !self.negated
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -579,6 +603,22 @@ pub struct Ranking {
     pub band: Band,
     /// Best first, already filtered for the audience; all re-ranked candidates.
     pub candidates: Vec<Candidate>,
+    /// With [`Band::Uncertain`]: how many leading candidates are real alternatives to
+    /// offer. 1 means a confirmation ("您是想问「…」吗？", reply 1 to see it), more a
+    /// numbered list. 1 with [`Band::Confident`], 0 with [`Band::NoMatch`].
+    pub shortlist: usize,
+}
+
+impl Ranking {
+    /// What the first reply shows: the answer, the confirmation, the list, or nothing.
+    pub fn offered(&self) -> &[Candidate] {
+        &self.candidates[..self.shortlist.min(self.candidates.len())]
+    }
+
+    /// Asking back about a single candidate: render as "您是想问「…」吗？".
+    pub fn is_confirmation(&self) -> bool {
+        self.band == Band::Uncertain && self.shortlist == 1
+    }
 }
 
 struct DocFields {
@@ -601,8 +641,12 @@ pub struct Retriever {
     /// Per segment: the entry and question number of each document.
     columns: Vec<(Column<u64>, Column<u64>)>,
     prepared: Vec<Vec<Prepared>>,
+    /// Per entry: its negative questions (see [`Entry::negative`]).
+    negatives: Vec<Vec<Prepared>>,
     keywords: Vec<Vec<String>>,
     idf: Idf,
+    /// Homophone typo repair learned from the knowledge base's questions.
+    corrector: Corrector,
 }
 
 /// Marks the per-entry document that holds keywords and answer text, not a question.
@@ -645,6 +689,7 @@ impl Retriever {
         let mut writer = index.writer_with_num_threads(1, 100_000_000)?;
         let mut prepared = Vec::with_capacity(kb.len());
         let mut keywords = Vec::with_capacity(kb.len());
+        let mut negatives = Vec::with_capacity(kb.len());
         for (i, e) in kb.entries().iter().enumerate() {
             let mut preps = Vec::new();
             for (qi, q) in e.questions().enumerate() {
@@ -663,6 +708,12 @@ impl Retriever {
                 fields.answer => e.answer.as_str(),
             ))?;
             prepared.push(preps);
+            negatives.push(
+                e.negative
+                    .iter()
+                    .map(|q| Prepared::new(&analyzer, q))
+                    .collect(),
+            );
             keywords.push(
                 e.keywords
                     .iter()
@@ -684,6 +735,11 @@ impl Retriever {
             columns.push((ff.u64("entry")?, ff.u64("question")?));
         }
         let idf = Idf::from_prepared(prepared.iter().flatten());
+        let corrector = if config.typo_repair {
+            Corrector::new(prepared.iter().flatten().map(|p| p.normalized.as_str()))
+        } else {
+            Corrector::default()
+        };
         Ok(Retriever {
             kb,
             analyzer,
@@ -692,8 +748,10 @@ impl Retriever {
             fields,
             columns,
             prepared,
+            negatives,
             keywords,
             idf,
+            corrector,
         })
     }
 
@@ -716,11 +774,14 @@ impl Retriever {
     /// Ranks entries for `question` as seen by `audience`. The same path serves chat,
     /// `kefu ask` and `kefu eval`, so measured recall is the recall customers get.
     pub fn rank(&self, question: &str, audience: Audience<'_>) -> Result<Ranking> {
-        let query = Prepared::new(&self.analyzer, question);
+        let normalized = search_form(question);
+        let normalized = self.corrector.correct(&normalized).unwrap_or(normalized);
+        let query = Prepared::from_normalized(&self.analyzer, normalized);
         if query.is_empty() {
             return Ok(Ranking {
                 band: Band::NoMatch,
                 candidates: Vec::new(),
+                shortlist: 0,
             });
         }
         let bm25 = self.bm25_entries(&query, audience)?;
@@ -757,6 +818,10 @@ impl Retriever {
                 }
                 let topical = features.keyword > 0.0
                     || self.prepared[entry].iter().any(|p| query.shares_topic(p));
+                let negated = self.negatives[entry].iter().any(|p| {
+                    text_features(&query, p, &self.idf).similarity(&c.similarity_weights)
+                        > similarity
+                });
                 Candidate {
                     entry,
                     score,
@@ -764,30 +829,55 @@ impl Retriever {
                     bm25,
                     similarity,
                     topical,
+                    negated,
                     features,
                 }
             })
             .collect();
-        candidates.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.entry.cmp(&b.entry)));
-        let band = self.band(&candidates);
-        Ok(Ranking { band, candidates })
+        // Candidates that may not be answered or offered go last: they still show in
+        // `kefu ask --explain`, but never lead, and what is offered is a prefix.
+        candidates.sort_by(|a, b| {
+            b.eligible()
+                .cmp(&a.eligible())
+                .then(b.score.total_cmp(&a.score))
+                .then(a.entry.cmp(&b.entry))
+        });
+        let (band, shortlist) = self.band(&candidates);
+        Ok(Ranking {
+            band,
+            candidates,
+            shortlist,
+        })
     }
 
-    /// Confident needs both a close paraphrase (similarity) and a clear winner (margin
-    /// over the runner-up's score): two near-equal entries are a question to ask back.
-    fn band(&self, candidates: &[Candidate]) -> Band {
+    /// The band and the shortlist (see [`Ranking::shortlist`]). Confident needs both a
+    /// close paraphrase (similarity) and a clear winner (margin over the runner-up's
+    /// score): two near-equal entries are a question to ask back. When asking back,
+    /// only candidates within `list_gap` of the top's score are real alternatives; with
+    /// none, the top alone is offered as a confirmation. `candidates` must be sorted as
+    /// [`Retriever::rank`] sorts them (eligible first, best first).
+    fn band(&self, candidates: &[Candidate]) -> (Band, usize) {
         let c = &self.config;
-        match candidates {
-            [] => Band::NoMatch,
-            [top, ..] if !top.topical || top.similarity < c.uncertain => Band::NoMatch,
-            [top] if top.similarity >= c.confident => Band::Confident,
-            [top, second, ..]
-                if top.similarity >= c.confident && top.score - second.score >= c.margin =>
-            {
-                Band::Confident
-            }
-            _ => Band::Uncertain,
+        let Some(top) = candidates.first() else {
+            return (Band::NoMatch, 0);
+        };
+        if !top.eligible() || top.similarity < c.uncertain {
+            return (Band::NoMatch, 0);
         }
+        let runner_up = candidates[1..].iter().find(|x| x.eligible());
+        if top.similarity >= c.confident
+            && runner_up.is_none_or(|r| top.score - r.score >= c.margin)
+        {
+            return (Band::Confident, 1);
+        }
+        let alternatives = candidates[1..]
+            .iter()
+            .take_while(|x| {
+                x.eligible() && x.similarity >= c.uncertain && top.score - x.score <= c.list_gap
+            })
+            .take(c.clarify.saturating_sub(1))
+            .count();
+        (Band::Uncertain, 1 + alternatives)
     }
 
     /// BM25 per entry (best of its questions, plus its keyword/answer document), best first.
@@ -917,6 +1007,7 @@ mod tests {
             answer: format!("answer of {id}"),
             related: vec![],
             keywords: vec![],
+            negative: Vec::new(),
             scope: Scope::All,
             valid_from: None,
             valid_until: None,

@@ -6,6 +6,8 @@
 //! text (the index, the re-ranker, intent rules, menu picks) goes through [`canonical`]
 //! or [`search_form`] first, so a fix here fixes every consumer at once.
 
+pub mod typo;
+
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
