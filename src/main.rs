@@ -112,6 +112,10 @@ enum Command {
         /// With --messages: list every message whose first reply was not right.
         #[arg(long, requires = "messages")]
         misses: bool,
+        /// With --messages: one JSON line per message with its intent and top candidates
+        /// (for choosing thresholds on the tune half).
+        #[arg(long, requires = "messages", hide = true)]
+        dump: bool,
         /// With --faq/--queries: simulate learning from list picks (history half of each
         /// gold entry's queries) and report the later half's recall before and after.
         #[arg(long)]
@@ -321,6 +325,7 @@ fn run(cli: Cli) -> Result<std::process::ExitCode> {
             half,
             intents,
             misses,
+            dump,
             simulate_learning,
             today,
             fold,
@@ -383,6 +388,9 @@ fn run(cli: Cli) -> Result<std::process::ExitCode> {
                     let set = kefu::intents::IntentSet::load_dir(&intents).with_context(|| {
                         format!("intent rules {} did not load", intents.display())
                     })?;
+                    if dump {
+                        return dump_messages(&r, &set, &messages, half.as_deref(), today);
+                    }
                     eval_messages(&r, &set, &messages, half.as_deref(), today, misses, json)
                 }
                 _ => anyhow::bail!(
@@ -560,6 +568,52 @@ fn eval_recall(
             "confident      {:.1}% of queries, recall@1 {:.3} among them",
             report.confident_share * 100.0,
             report.confident_precision
+        );
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+fn dump_messages(
+    r: &Retriever,
+    intents: &kefu::intents::IntentSet,
+    path: &Path,
+    half: Option<&str>,
+    today: time::Date,
+) -> Result<std::process::ExitCode> {
+    use kefu::retrieval::messages;
+    let msgs =
+        messages::load_messages(path).with_context(|| format!("cannot load {}", path.display()))?;
+    for m in msgs.iter().filter(|m| half.is_none_or(|h| m.half == h)) {
+        let intent = intents.classify(&m.text, today).map(|i| i.name);
+        let ranking = r.rank(
+            &m.text,
+            Audience {
+                branch: None,
+                today,
+            },
+        )?;
+        let cands: Vec<serde_json::Value> = ranking
+            .candidates
+            .iter()
+            .take(8)
+            .map(|c| {
+                serde_json::json!({
+                    "id": r.entry(c.entry).map(|e| e.id.clone()),
+                    "score": c.score,
+                    "similarity": c.similarity,
+                    "eligible": c.eligible(),
+                    "features": c.features,
+                })
+            })
+            .collect();
+        say!(
+            "{}",
+            serde_json::json!({
+                "id": m.id, "text": m.text, "style": m.style,
+                "labels": m.labels.iter().map(|l| format!("{l:?}")).collect::<Vec<_>>(),
+                "intent": intent, "band": ranking.band, "shortlist": ranking.shortlist, "unknown": ranking.unknown_words,
+                "candidates": cands,
+            })
         );
     }
     Ok(std::process::ExitCode::SUCCESS)

@@ -513,7 +513,7 @@ pub fn learning_simulation(
         }
         let picked = ranking
             .offered()
-            .iter()
+            .into_iter()
             .find(|c| kb.get(c.entry).is_some_and(|e| e.id == q.gold));
         if let Some(c) = picked {
             entries[c.entry].similar.push(q.query.clone());
