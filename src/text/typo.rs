@@ -22,12 +22,16 @@ fn sound(c: char) -> Option<&'static str> {
     c.to_pinyin().map(|p| p.plain())
 }
 
+/// Two characters side by side, and their two toneless readings.
+type Pair = (char, char);
+type Sounds = (&'static str, &'static str);
+
 /// Known character pairs of a knowledge base and, per sound pair, the most frequent
 /// of them.
 #[derive(Debug, Clone, Default)]
 pub struct Corrector {
-    known: HashSet<(char, char)>,
-    by_sound: HashMap<(&'static str, &'static str), (char, char)>,
+    known: HashSet<Pair>,
+    by_sound: HashMap<Sounds, Pair>,
 }
 
 impl Corrector {
@@ -46,8 +50,7 @@ impl Corrector {
                 }
             }
         }
-        let mut by_sound: HashMap<(&'static str, &'static str), ((char, char), u32)> =
-            HashMap::new();
+        let mut by_sound: HashMap<Sounds, (Pair, u32)> = HashMap::new();
         for (&pair, &n) in &counts {
             let (Some(a), Some(b)) = (sound(pair.0), sound(pair.1)) else {
                 continue;
