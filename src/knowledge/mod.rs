@@ -903,6 +903,38 @@ valid_until = 2030-01-01
 "#;
 
     #[test]
+    fn negative_questions_load_from_toml_and_csv_and_are_checked_with_their_line() {
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            dir.path(),
+            "a.toml",
+            "[[entry]]\nid = \"fee\"\nquestion = \"借记卡年费多少\"\nnegative = [\"信用卡年费多少\"]\nanswer = \"免年费。\"\n",
+        );
+        write(
+            dir.path(),
+            "b.csv",
+            "id,question,answer,否定问法\ncc,信用卡怎么激活,打电话。,借记卡怎么激活|储蓄卡怎么激活\n",
+        );
+        let kb = KnowledgeBase::load_dir(dir.path()).unwrap();
+        let by_id = |id: &str| kb.entries()[kb.index_of(id).unwrap()].negative.clone();
+        assert_eq!(by_id("fee"), vec!["信用卡年费多少"]);
+        assert_eq!(by_id("cc"), vec!["借记卡怎么激活", "储蓄卡怎么激活"]);
+
+        let bad = tempfile::tempdir().unwrap();
+        write(
+            bad.path(),
+            "a.toml",
+            "[[entry]]\nid = \"fee\"\nquestion = \"借记卡年费多少\"\nanswer = \"免年费。\"\nnegative = [\"借记卡年费多少？\", \" \"]\n",
+        );
+        let joined = errors(bad.path()).join("\n");
+        assert!(
+            joined.contains("a.toml:5") && joined.contains("both as its own question"),
+            "{joined}"
+        );
+        assert!(joined.contains("empty negative question"), "{joined}");
+    }
+
+    #[test]
     fn loads_toml_and_counts() {
         let dir = tempfile::tempdir().unwrap();
         write(dir.path(), "a.toml", GOOD);

@@ -1333,6 +1333,82 @@ mod tests {
     }
 
     #[test]
+    fn a_negative_question_keeps_its_entry_from_answering() {
+        let mut e = sample();
+        e.push(entry(
+            "cc-lost",
+            "信用卡",
+            "信用卡丢了怎么办",
+            &["信用卡不见了", "信用卡遗失"],
+        ));
+        let question = "借记卡丢了怎么办";
+        let before = retriever(e.clone()).rank(question, everyone()).unwrap();
+        let r = retriever(e.clone());
+        let top_before = r.entry(before.candidates[0].entry).unwrap().id.clone();
+        // Whatever led before, a negative question equal to the message takes it out.
+        let i = e.iter().position(|x| x.id == top_before).unwrap();
+        e[i].negative = vec!["借记卡丢了怎么办呢".into()];
+        let r = retriever(e);
+        let after = r.rank(question, everyone()).unwrap();
+        let first = &after.candidates[0];
+        assert_ne!(r.entry(first.entry).unwrap().id, top_before, "{after:?}");
+        let negated = after
+            .candidates
+            .iter()
+            .find(|c| r.entry(c.entry).unwrap().id == top_before)
+            .unwrap();
+        assert!(negated.negated && !negated.eligible());
+        assert!(after
+            .offered()
+            .iter()
+            .all(|c| r.entry(c.entry).unwrap().id != top_before));
+    }
+
+    #[test]
+    fn unknown_words_push_off_topic_messages_to_the_fallback() {
+        let with_penalty = |penalty: f32| {
+            let config = RetrievalConfig {
+                unknown_penalty: penalty,
+                ..RetrievalConfig::default()
+            };
+            let kb = KnowledgeBase::from_entries(sample()).unwrap();
+            Retriever::new(Arc::new(kb), config)
+                .unwrap()
+                .rank("转账限额股票基金", everyone())
+                .unwrap()
+        };
+        // 转账 and 限额 are the knowledge base's words, 股票 and 基金 are not.
+        let lenient = with_penalty(0.0);
+        assert!((lenient.unknown_words - 0.5).abs() < 1e-6, "{lenient:?}");
+        assert_ne!(lenient.band, Band::NoMatch, "{lenient:?}");
+        assert_eq!(with_penalty(1.0).band, Band::NoMatch);
+        // Known words alone carry no penalty.
+        let known = retriever(sample()).rank("转账限额", everyone()).unwrap();
+        assert_eq!(known.unknown_words, 0.0);
+    }
+
+    #[test]
+    fn a_single_close_candidate_is_a_confirmation() {
+        let r = retriever(sample());
+        let ranking = r.rank("挂失", everyone()).unwrap();
+        if ranking.band == Band::Uncertain {
+            assert_eq!(ranking.is_confirmation(), ranking.offered().len() == 1);
+        }
+        // Offers never exceed the configured list length and are eligible.
+        for q in ["卡", "转账", "密码", "银行卡丢了怎么办", "跨行"] {
+            let ranking = r.rank(q, everyone()).unwrap();
+            let offered = ranking.offered();
+            assert!(offered.len() <= r.config().clarify, "{q}");
+            assert!(offered.iter().all(|c| c.eligible()), "{q}");
+            match ranking.band {
+                Band::NoMatch => assert!(offered.is_empty(), "{q}"),
+                Band::Confident => assert_eq!(offered.len(), 1, "{q}"),
+                Band::Uncertain => assert!(!offered.is_empty(), "{q}"),
+            }
+        }
+    }
+
+    #[test]
     fn features_stay_in_unit_range() {
         let a = Analyzer::default();
         let idf = Idf::from_docs([vec!["卡".to_owned()].as_slice()]);
