@@ -98,19 +98,44 @@ enum Command {
         #[arg(long)]
         branch: Option<String>,
     },
-    /// Measures recall (--faq/--queries) or pair similarity (--pairs) on a question set.
+    /// Measures recall (--faq/--queries), pair similarity (--pairs), or the first reply
+    /// to labelled customer messages (--messages, on --kb with --intents).
     Eval {
         /// A benchmark FAQ (`id`, `question`, `similar` TSV).
-        #[arg(long, requires = "queries", conflicts_with = "kb")]
+        #[arg(long, conflicts_with = "kb")]
         faq: Option<PathBuf>,
-        /// A knowledge-base directory, to measure recall on your own content.
-        #[arg(long, requires = "queries")]
+        /// A knowledge-base directory, to measure on your own content.
+        #[arg(long)]
         kb: Option<PathBuf>,
         /// Labelled queries (`query`, `gold_id` TSV).
         #[arg(long)]
         queries: Option<PathBuf>,
         #[arg(long, conflicts_with_all = ["faq", "queries"])]
         pairs: Option<PathBuf>,
+        /// Labelled customer messages (`id text labels style half` TSV, e.g.
+        /// `eval/customer-messages.tsv`): first-reply figures as chat decides them.
+        #[arg(long, conflicts_with_all = ["faq", "queries", "pairs"])]
+        messages: Option<PathBuf>,
+        /// With --messages: only this half (`tune` or `test`).
+        #[arg(long, requires = "messages", value_parser = ["tune", "test"])]
+        half: Option<String>,
+        /// With --messages: intent rules tried before retrieval, as in chat.
+        #[arg(long, default_value = "intents")]
+        intents: PathBuf,
+        /// With --messages: list every message whose first reply was not right.
+        #[arg(long, requires = "messages")]
+        misses: bool,
+        /// With --messages: one JSON line per message with its intent and top candidates
+        /// (for choosing thresholds on the tune half).
+        #[arg(long, requires = "messages", hide = true)]
+        dump: bool,
+        /// With --faq/--queries: simulate learning from list picks (history half of each
+        /// gold entry's queries) and report the later half's recall before and after.
+        #[arg(long)]
+        simulate_learning: bool,
+        /// The day to evaluate on (YYYY-MM-DD; campaigns expire); default today (UTC).
+        #[arg(long, value_parser = parse_day)]
+        today: Option<time::Date>,
         /// Use one fold of the data, split by cluster: `0/2` or `1/2`.
         #[arg(long, value_parser = parse_fold)]
         fold: Option<Fold>,
@@ -241,6 +266,28 @@ enum ReportCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Suggested similar questions from use: list picks after "您是不是想问", 没用 after
+    /// an answer, and unanswered questions, each with its target entry and counts.
+    Suggestions {
+        #[arg(long, default_value = "data")]
+        data: PathBuf,
+        #[arg(long, default_value = "knowledge-base")]
+        kb: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Writes suggestion N (as numbered by `report suggestions`) into its entry's
+    /// `similar` list in the knowledge-base file, then validates the knowledge base.
+    Accept {
+        number: usize,
+        /// Add it to this entry instead of the suggested one.
+        #[arg(long)]
+        entry: Option<String>,
+        #[arg(long, default_value = "data")]
+        data: PathBuf,
+        #[arg(long, default_value = "knowledge-base")]
+        kb: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -262,6 +309,11 @@ macro_rules! say {
         use std::io::Write as _;
         writeln!(std::io::stdout().lock(), $($arg)*)?
     }};
+}
+
+fn parse_day(s: &str) -> Result<time::Date, String> {
+    kefu::knowledge::parse_date(s)
+        .ok_or_else(|| format!("expected a date like 2026-11-24, got \"{s}\""))
 }
 
 fn parse_fold(s: &str) -> Result<Fold, String> {
@@ -325,6 +377,18 @@ fn run(cli: Cli) -> Result<std::process::ExitCode> {
         Command::Report {
             command: ReportCommand::Unanswered { data, kb, json },
         } => report_unanswered(&data, kb.as_deref(), json),
+        Command::Report {
+            command: ReportCommand::Suggestions { data, kb, json },
+        } => report_suggestions(&data, &kb, json),
+        Command::Report {
+            command:
+                ReportCommand::Accept {
+                    number,
+                    entry,
+                    data,
+                    kb,
+                },
+        } => report_accept(&data, &kb, number, entry),
         Command::Kb {
             command: KbCommand::Check { dir, intents },
         } => kb_check(&dir, &intents),
@@ -378,10 +442,18 @@ fn run(cli: Cli) -> Result<std::process::ExitCode> {
             kb,
             queries,
             pairs,
+            messages,
+            half,
+            intents,
+            misses,
+            dump,
+            simulate_learning,
+            today,
             fold,
             config,
             json,
         } => {
+            let today = today.unwrap_or_else(|| time::OffsetDateTime::now_utc().date());
             let retrieval = match config {
                 Some(p) => {
                     EngineConfig::load(&p)
@@ -390,17 +462,61 @@ fn run(cli: Cli) -> Result<std::process::ExitCode> {
                 }
                 None => RetrievalConfig::default(),
             };
-            match (faq, kb, queries, pairs) {
-                (Some(faq), None, Some(queries), None) => {
+            match (faq, kb, queries, pairs, messages) {
+                (Some(faq), None, Some(queries), None, None) if simulate_learning => {
+                    let kb = eval::load_faq(&faq)
+                        .with_context(|| format!("cannot load {}", faq.display()))?;
+                    let qs = eval::load_queries(&queries)
+                        .with_context(|| format!("cannot load {}", queries.display()))?;
+                    let report = eval::learning_simulation(&kb, &retrieval, &qs, fold, today)?;
+                    if json {
+                        say!("{}", serde_json::to_string(&report)?);
+                    } else {
+                        say!("split          {}", report.split);
+                        say!(
+                            "history        {} queries, {} picked from an offered list and learned",
+                            report.history,
+                            report.learned
+                        );
+                        for (name, r) in [("before", &report.before), ("after", &report.after)] {
+                            say!(
+                                "later, {name:<7} {} queries: recall@1 {:.3}  recall@10 {:.3}  MRR@10 {:.3}",
+                                r.queries,
+                                r.recall_at_1,
+                                r.recall_at_10,
+                                r.mrr_at_10
+                            );
+                        }
+                    }
+                    Ok(std::process::ExitCode::SUCCESS)
+                }
+                (Some(faq), None, Some(queries), None, None) => {
                     let r = eval::retriever_for_faq(&faq, retrieval)
                         .with_context(|| format!("cannot load {}", faq.display()))?;
-                    eval_recall(&r, &queries, fold, json)
+                    eval_recall(&r, &queries, fold, today, json)
                 }
-                (None, Some(kb), Some(queries), None) => {
-                    eval_recall(&load_retriever(&kb, retrieval)?, &queries, fold, json)
+                (None, Some(kb), Some(queries), None, None) => eval_recall(
+                    &load_retriever(&kb, retrieval)?,
+                    &queries,
+                    fold,
+                    today,
+                    json,
+                ),
+                (None, None, None, Some(pairs), None) => eval_pairs(&pairs, fold, &retrieval, json),
+                (None, kb, None, None, Some(messages)) => {
+                    let kb = kb.unwrap_or_else(|| PathBuf::from("knowledge-base"));
+                    let r = load_retriever(&kb, retrieval)?;
+                    let set = kefu::intents::IntentSet::load_dir(&intents).with_context(|| {
+                        format!("intent rules {} did not load", intents.display())
+                    })?;
+                    if dump {
+                        return dump_messages(&r, &set, &messages, half.as_deref(), today);
+                    }
+                    eval_messages(&r, &set, &messages, half.as_deref(), today, misses, json)
                 }
-                (None, None, None, Some(pairs)) => eval_pairs(&pairs, fold, &retrieval, json),
-                _ => anyhow::bail!("give --faq (or --kb) with --queries, or --pairs"),
+                _ => anyhow::bail!(
+                    "give --faq (or --kb) with --queries, or --pairs, or --messages (with --kb)"
+                ),
             }
         }
     }
@@ -510,9 +626,10 @@ fn ask(
     };
     let ranking = r.rank(question, audience)?;
     let band = match ranking.band {
-        Band::Confident => "confident",
-        Band::Uncertain => "uncertain",
-        Band::NoMatch => "no match",
+        Band::Confident => "confident".to_owned(),
+        Band::Uncertain if ranking.is_confirmation() => "uncertain: confirm the top".to_owned(),
+        Band::Uncertain => format!("uncertain: list of {}", ranking.shortlist),
+        Band::NoMatch => "no match".to_owned(),
     };
     say!("band: {band}");
     let shown = if explain {
@@ -536,7 +653,9 @@ fn ask(
             say!(
                 "    raw bm25 {:.2}  shares a content word: {}",
                 c.bm25,
-                if c.topical {
+                if c.negated {
+                    "closer to a negative question (never answered or offered)"
+                } else if c.topical {
                     "yes"
                 } else {
                     "no (never answered or offered)"
@@ -579,12 +698,13 @@ fn eval_recall(
     r: &Retriever,
     queries: &Path,
     fold: Option<Fold>,
+    today: time::Date,
     json: bool,
 ) -> Result<std::process::ExitCode> {
     let qs = eval::load_queries(queries)
         .with_context(|| format!("cannot load {}", queries.display()))?;
     let bar = progress_bar(qs.len());
-    let report = eval::recall(r, &qs, fold, |n| bar.set_position(n as u64))?;
+    let report = eval::recall(r, &qs, fold, today, |n| bar.set_position(n as u64))?;
     bar.finish_and_clear();
     if json {
         say!("{}", serde_json::to_string(&report)?);
@@ -611,6 +731,157 @@ fn eval_recall(
             report.confident_share * 100.0,
             report.confident_precision
         );
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+fn dump_messages(
+    r: &Retriever,
+    intents: &kefu::intents::IntentSet,
+    path: &Path,
+    half: Option<&str>,
+    today: time::Date,
+) -> Result<std::process::ExitCode> {
+    use kefu::retrieval::messages;
+    let msgs =
+        messages::load_messages(path).with_context(|| format!("cannot load {}", path.display()))?;
+    for m in msgs.iter().filter(|m| half.is_none_or(|h| m.half == h)) {
+        let intent = intents.classify(&m.text, today).map(|i| i.name);
+        let ranking = r.rank(
+            &m.text,
+            Audience {
+                branch: None,
+                today,
+            },
+        )?;
+        let cands: Vec<serde_json::Value> = ranking
+            .candidates
+            .iter()
+            .take(8)
+            .map(|c| {
+                serde_json::json!({
+                    "id": r.entry(c.entry).map(|e| e.id.clone()),
+                    "score": c.score,
+                    "similarity": c.similarity,
+                    "eligible": c.eligible(),
+                    "features": c.features,
+                })
+            })
+            .collect();
+        say!(
+            "{}",
+            serde_json::json!({
+                "id": m.id, "text": m.text, "style": m.style,
+                "labels": m.labels.iter().map(|l| format!("{l:?}")).collect::<Vec<_>>(),
+                "intent": intent, "band": ranking.band, "shortlist": ranking.shortlist, "unknown": ranking.unknown_words,
+                "candidates": cands,
+            })
+        );
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+fn eval_messages(
+    r: &Retriever,
+    intents: &kefu::intents::IntentSet,
+    path: &Path,
+    half: Option<&str>,
+    today: time::Date,
+    show_misses: bool,
+    json: bool,
+) -> Result<std::process::ExitCode> {
+    use kefu::retrieval::messages;
+    let msgs =
+        messages::load_messages(path).with_context(|| format!("cannot load {}", path.display()))?;
+    let audience = Audience {
+        branch: None,
+        today,
+    };
+    let mut report = messages::evaluate(r, Some(intents), &msgs, half, audience)?;
+    if !show_misses {
+        report.misses.clear();
+    }
+    if !report.unknown_labels.is_empty() {
+        eprintln!(
+            "kefu: labels name entries that are not in the knowledge base (never right): {}",
+            report.unknown_labels.join(", ")
+        );
+    }
+    if json {
+        say!("{}", serde_json::to_string(&report)?);
+        return Ok(std::process::ExitCode::SUCCESS);
+    }
+    let pct = |x: f64| format!("{:5.1}%", x * 100.0);
+    let c = &report.counts;
+    say!(
+        "messages {} ({}): {} FAQ, {} intent, {} out of scope",
+        c.messages,
+        report.half.as_deref().unwrap_or("both halves"),
+        c.faq,
+        c.intent,
+        c.out_of_scope
+    );
+    let s = &report.shares;
+    say!(
+        "answered in the first reply   {}  ({} of {} FAQ messages)",
+        pct(s.answered),
+        c.answered,
+        c.faq
+    );
+    say!(
+        "  right among those           {}  ({} of {})",
+        pct(s.answered_precision),
+        c.answered_right,
+        c.answered
+    );
+    say!(
+        "right entry seen in 1st reply {}  (answer, confirmation or list: {})",
+        pct(s.seen_right),
+        c.seen_right
+    );
+    say!(
+        "  asked back: {} confirmations, {} lists; {} taken by an intent rule",
+        c.confirmed,
+        c.listed,
+        c.taken_by_intent
+    );
+    say!(
+        "out of scope → fallback       {}  ({} of {}; {} answered)",
+        pct(s.out_of_scope_fallback),
+        c.out_of_scope_fallback,
+        c.out_of_scope,
+        c.out_of_scope_answered
+    );
+    say!(
+        "intent accuracy               {}  ({} of {})",
+        pct(s.intent_accuracy),
+        c.intent_right,
+        c.intent
+    );
+    say!("by style (FAQ answered / right / seen; out-of-scope fallback; intents):");
+    for st in &report.styles {
+        let (c, s) = (&st.counts, &st.shares);
+        say!(
+            "  {:<14} n={:<4} {} / {} / {}   oos {}   intent {}",
+            st.style,
+            c.messages,
+            pct(s.answered),
+            pct(s.answered_precision),
+            pct(s.seen_right),
+            if c.out_of_scope > 0 {
+                pct(s.out_of_scope_fallback)
+            } else {
+                "    -".into()
+            },
+            if c.intent > 0 {
+                pct(s.intent_accuracy)
+            } else {
+                "    -".into()
+            },
+        );
+    }
+    for m in &report.misses {
+        say!("miss {}\t{}\t{}\t→ {}", m.id, m.text, m.labels, m.reply);
     }
     Ok(std::process::ExitCode::SUCCESS)
 }
@@ -782,6 +1053,75 @@ fn report_unanswered(data: &Path, kb: Option<&Path>, json: bool) -> Result<std::
             say!("       · {v}");
         }
     }
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+fn suggestions_from(data: &Path, kb: &Path) -> Result<Vec<kefu::report::Suggestion>> {
+    let store = kefu::store::SledStore::open(data)
+        .with_context(|| format!("cannot open store {}", data.display()))?;
+    let kb = KnowledgeBase::load_dir(kb)
+        .with_context(|| format!("knowledge base {} did not load", kb.display()))?;
+    Ok(kefu::report::suggestions(&store.events()?, &kb))
+}
+
+fn report_suggestions(data: &Path, kb: &Path, json: bool) -> Result<std::process::ExitCode> {
+    let list = suggestions_from(data, kb)?;
+    if json {
+        say!("{}", serde_json::to_string_pretty(&list)?);
+        return Ok(std::process::ExitCode::SUCCESS);
+    }
+    if list.is_empty() {
+        say!(
+            "no suggestions: no list picks, unanswered questions or 没用 recorded in {}",
+            data.display()
+        );
+    }
+    for s in &list {
+        let mut why = Vec::new();
+        if s.picks > 0 {
+            why.push(format!("picked {}×", s.picks));
+        }
+        if s.unanswered > 0 {
+            why.push(format!("unanswered {}×", s.unanswered));
+        }
+        if let Some(e) = &s.unhelpful_entry {
+            why.push(format!("没用 {}× after the answer of {e}", s.unhelpful));
+        }
+        say!(
+            "{:>4}. {}  → {}   ({})",
+            s.number,
+            s.question,
+            s.entry.as_deref().unwrap_or("(no entry: write a new one)"),
+            why.join(", ")
+        );
+    }
+    if !list.is_empty() {
+        say!("accept one with: kefu report accept N [--entry ID]");
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+fn report_accept(
+    data: &Path,
+    kb: &Path,
+    number: usize,
+    entry: Option<String>,
+) -> Result<std::process::ExitCode> {
+    let list = suggestions_from(data, kb)?;
+    let s = list
+        .iter()
+        .find(|s| s.number == number)
+        .with_context(|| format!("no suggestion {number} (there are {})", list.len()))?;
+    let target = entry
+        .or_else(|| s.entry.clone())
+        .context("this suggestion has no entry; give one with --entry ID")?;
+    let path = kefu::report::accept_similar(kb, &target, &s.question)
+        .with_context(|| format!("cannot add \"{}\" to {target}", s.question))?;
+    say!(
+        "added \"{}\" to the similar questions of {target} in {}",
+        s.question,
+        path.display()
+    );
     Ok(std::process::ExitCode::SUCCESS)
 }
 

@@ -37,6 +37,12 @@ pub struct Entry {
     pub answer: String,
     pub related: Vec<String>,
     pub keywords: Vec<String>,
+    /// Negative questions: phrasings this entry must *not* answer although they look
+    /// like it (a known near miss, e.g. "信用卡年费" for a debit-card fee entry). A
+    /// query closer to one of them than to the entry's own questions loses the entry
+    /// as an instant answer; content teams fix a near miss here without touching
+    /// weights.
+    pub negative: Vec<String>,
     pub scope: Scope,
     pub valid_from: Option<Date>,
     pub valid_until: Option<Date>,
@@ -343,6 +349,7 @@ struct EntryDraft {
     answer: String,
     related: Vec<String>,
     keywords: Vec<String>,
+    negative: Vec<String>,
     scope: Option<String>,
     valid_from: Option<String>,
     valid_until: Option<String>,
@@ -353,6 +360,7 @@ enum Field {
     Id,
     Question,
     Similar,
+    Negative,
     Answer,
     Scope,
     ValidFrom,
@@ -409,6 +417,29 @@ fn finish_entry(
             similar.push(s.to_owned());
         }
     }
+    let mut negative = Vec::new();
+    for s in d.negative {
+        let s = s.trim();
+        let same_as_own = !s.is_empty()
+            && std::iter::once(&question)
+                .chain(similar.iter())
+                .any(|q| search_form(q) == search_form(s));
+        if s.is_empty() {
+            problem(
+                Field::Negative,
+                format!("entry \"{id}\" has an empty negative question"),
+            );
+        } else if same_as_own {
+            problem(
+                Field::Negative,
+                format!(
+                    "entry \"{id}\" lists \"{s}\" both as its own question and as a negative one"
+                ),
+            );
+        } else {
+            negative.push(s.to_owned());
+        }
+    }
     let scope = match d.scope.as_deref().map(str::trim) {
         None | Some("" | "all" | "全部") => Scope::All,
         Some(code) if code.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') => {
@@ -461,6 +492,7 @@ fn finish_entry(
         answer,
         related: clean_list(d.related),
         keywords: clean_list(d.keywords),
+        negative,
         scope,
         valid_from,
         valid_until,
@@ -507,6 +539,8 @@ struct TomlEntry {
     #[serde(default)]
     keywords: Vec<String>,
     #[serde(default)]
+    negative: Option<Spanned<Vec<String>>>,
+    #[serde(default)]
     scope: Option<Spanned<String>>,
     #[serde(default)]
     valid_from: Option<Spanned<toml::Value>>,
@@ -543,6 +577,10 @@ fn load_toml(path: &Path) -> Loaded {
         let q_line = line_of(&e.question.span());
         let a_line = line_of(&e.answer.span());
         let scope_line = e.scope.as_ref().map_or(entry_line, |s| line_of(&s.span()));
+        let negative_line = e
+            .negative
+            .as_ref()
+            .map_or(entry_line, |s| line_of(&s.span()));
         let from_line = e
             .valid_from
             .as_ref()
@@ -565,6 +603,7 @@ fn load_toml(path: &Path) -> Loaded {
             answer: e.answer.into_inner(),
             related: e.related,
             keywords: e.keywords,
+            negative: e.negative.map(Spanned::into_inner).unwrap_or_default(),
             scope: e.scope.map(Spanned::into_inner),
             valid_from: date_text(e.valid_from),
             valid_until: date_text(e.valid_until),
@@ -575,6 +614,7 @@ fn load_toml(path: &Path) -> Loaded {
                 Field::Question => q_line,
                 Field::Answer => a_line,
                 Field::Similar => entry_line,
+                Field::Negative => negative_line,
                 Field::Scope => scope_line,
                 Field::ValidFrom => from_line,
                 Field::ValidUntil => until_line,
@@ -600,6 +640,7 @@ const COLUMNS: &[(&str, &[&str])] = &[
     ("answer", &["answer", "答案", "回答"]),
     ("related", &["related", "相关问题", "关联问题"]),
     ("keywords", &["keywords", "关键词"]),
+    ("negative", &["negative", "否定问法"]),
     ("scope", &["scope", "适用范围", "网点"]),
     ("valid_from", &["valid_from", "生效日期"]),
     ("valid_until", &["valid_until", "失效日期"]),
@@ -724,6 +765,7 @@ fn load_table(path: &Path, delimiter: u8) -> Loaded {
             answer: get("answer").unwrap_or_default(),
             related: list("related"),
             keywords: list("keywords"),
+            negative: list("negative"),
             scope: get("scope"),
             valid_from: get("valid_from"),
             valid_until: get("valid_until"),
@@ -734,6 +776,7 @@ fn load_table(path: &Path, delimiter: u8) -> Loaded {
                 Field::Id => col("id"),
                 Field::Question => col("question"),
                 Field::Similar => col("similar"),
+                Field::Negative => col("negative"),
                 Field::Answer => col("answer"),
                 Field::Scope => col("scope"),
                 Field::ValidFrom => col("valid_from"),
@@ -869,6 +912,38 @@ similar = ["补办银行卡", "补一张卡"]
 answer = "带身份证去网点。"
 valid_until = 2030-01-01
 "#;
+
+    #[test]
+    fn negative_questions_load_from_toml_and_csv_and_are_checked_with_their_line() {
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            dir.path(),
+            "a.toml",
+            "[[entry]]\nid = \"fee\"\nquestion = \"借记卡年费多少\"\nnegative = [\"信用卡年费多少\"]\nanswer = \"免年费。\"\n",
+        );
+        write(
+            dir.path(),
+            "b.csv",
+            "id,question,answer,否定问法\ncc,信用卡怎么激活,打电话。,借记卡怎么激活|储蓄卡怎么激活\n",
+        );
+        let kb = KnowledgeBase::load_dir(dir.path()).unwrap();
+        let by_id = |id: &str| kb.entries()[kb.index_of(id).unwrap()].negative.clone();
+        assert_eq!(by_id("fee"), vec!["信用卡年费多少"]);
+        assert_eq!(by_id("cc"), vec!["借记卡怎么激活", "储蓄卡怎么激活"]);
+
+        let bad = tempfile::tempdir().unwrap();
+        write(
+            bad.path(),
+            "a.toml",
+            "[[entry]]\nid = \"fee\"\nquestion = \"借记卡年费多少\"\nanswer = \"免年费。\"\nnegative = [\"借记卡年费多少？\", \" \"]\n",
+        );
+        let joined = errors(bad.path()).join("\n");
+        assert!(
+            joined.contains("a.toml:5") && joined.contains("both as its own question"),
+            "{joined}"
+        );
+        assert!(joined.contains("empty negative question"), "{joined}");
+    }
 
     #[test]
     fn loads_toml_and_counts() {

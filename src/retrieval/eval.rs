@@ -6,9 +6,7 @@
 //! row, so a threshold or weight chosen on one fold can be measured honestly on another
 //! (a paraphrase cluster split across folds would leak its answer).
 
-use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -36,14 +34,27 @@ impl Fold {
         (count > 0 && index < count).then_some(Fold { index, count })
     }
 
-    fn contains(&self, key: &str) -> bool {
-        let mut h = DefaultHasher::new();
-        key.hash(&mut h);
-        h.finish() % self.count == self.index
+    /// Whether `key` (a gold id or a cluster name) falls in this fold: 64-bit FNV-1a
+    /// of its UTF-8 bytes, modulo `count`. The function is written down here (offset
+    /// basis 0xcbf29ce484222325, prime 0x100000001b3) so a fold holds the same
+    /// clusters in every build and on every machine; std's `DefaultHasher` promises no
+    /// such thing across Rust releases.
+    pub fn contains(&self, key: &str) -> bool {
+        fnv1a64(key.as_bytes()) % self.count == self.index
     }
 }
 
-fn tsv_rows(path: &Path, columns: &[&str]) -> Result<Vec<(usize, Vec<String>)>> {
+/// 64-bit FNV-1a: fixed output forever, unlike `std::hash::DefaultHasher`.
+pub fn fnv1a64(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+pub(crate) fn tsv_rows(path: &Path, columns: &[&str]) -> Result<Vec<(usize, Vec<String>)>> {
     let text = read_text(path).map_err(|i| ContentErrors(vec![i]))?;
     let mut lines = text.lines().enumerate();
     let header: Vec<&str> = lines
@@ -110,6 +121,7 @@ pub fn load_faq(path: &Path) -> Result<KnowledgeBase> {
             answer: r[0].clone(),
             related: Vec::new(),
             keywords: Vec::new(),
+            negative: Vec::new(),
             scope: Scope::All,
             valid_from: None,
             valid_until: None,
@@ -158,16 +170,20 @@ pub struct RecallReport {
     pub fold: Option<String>,
 }
 
-/// Runs every query (of the fold, by gold entry) through the chat's ranking path.
+/// Runs every query (of the fold, by gold entry) through the chat's ranking path, as a
+/// customer of no particular branch on `today`. The date is a parameter, not the clock:
+/// campaign entries expire, and a test that read the clock would start failing on the
+/// day one of its gold entries did.
 pub fn recall(
     retriever: &Retriever,
     queries: &[LabelledQuery],
     fold: Option<Fold>,
+    today: time::Date,
     mut progress: impl FnMut(usize),
 ) -> Result<RecallReport> {
     let audience = Audience {
         branch: None,
-        today: time::OffsetDateTime::now_utc().date(),
+        today,
     };
     let kb = retriever.knowledge_base();
     let selected: Vec<&LabelledQuery> = queries
@@ -440,9 +456,90 @@ pub fn retriever_for_faq(path: &Path, config: RetrievalConfig) -> Result<Retriev
     Retriever::new(Arc::new(load_faq(path)?), config)
 }
 
+/// Learning from use, simulated on a benchmark FAQ: what adding customers' list picks
+/// as similar questions does to the recall of later customers.
+#[derive(Debug, Clone, Serialize)]
+pub struct LearningReport {
+    /// How each gold entry's queries were split: ordered by FNV-1a of their text, the
+    /// first half (rounded down) is "history", the rest "later".
+    pub split: String,
+    pub history: usize,
+    /// History queries asked back with the gold entry offered: a customer would pick
+    /// it, and the wording becomes a similar question of that entry.
+    pub learned: usize,
+    /// Recall on the later queries before and after learning.
+    pub before: RecallReport,
+    pub after: RecallReport,
+}
+
+/// Runs the simulation (see [`LearningReport`]). Only the signal a customer gives is
+/// used: a pick from the offered list. Queries answered at once, answered wrongly or
+/// unanswered teach nothing.
+pub fn learning_simulation(
+    kb: &KnowledgeBase,
+    config: &RetrievalConfig,
+    queries: &[LabelledQuery],
+    fold: Option<Fold>,
+    today: time::Date,
+) -> Result<LearningReport> {
+    let mut by_gold: HashMap<&str, Vec<&LabelledQuery>> = HashMap::new();
+    for q in queries
+        .iter()
+        .filter(|q| fold.is_none_or(|f| f.contains(&q.gold)))
+    {
+        by_gold.entry(q.gold.as_str()).or_default().push(q);
+    }
+    let mut golds: Vec<&str> = by_gold.keys().copied().collect();
+    golds.sort_unstable();
+    let (mut history, mut later) = (Vec::new(), Vec::new());
+    for g in golds {
+        let mut qs = by_gold[g].clone();
+        qs.sort_by_key(|q| (fnv1a64(q.query.as_bytes()), q.query.clone()));
+        let h = qs.len() / 2;
+        history.extend(qs[..h].iter().map(|q| (*q).clone()));
+        later.extend(qs[h..].iter().map(|q| (*q).clone()));
+    }
+    let base = Retriever::new(Arc::new(kb.clone()), config.clone())?;
+    let audience = Audience {
+        branch: None,
+        today,
+    };
+    let mut entries: Vec<Entry> = kb.entries().to_vec();
+    let mut learned = 0;
+    for q in &history {
+        let ranking = base.rank(&q.query, audience)?;
+        if ranking.band != crate::retrieval::Band::Uncertain {
+            continue;
+        }
+        let picked = ranking
+            .offered()
+            .into_iter()
+            .find(|c| kb.get(c.entry).is_some_and(|e| e.id == q.gold));
+        if let Some(c) = picked {
+            entries[c.entry].similar.push(q.query.clone());
+            learned += 1;
+        }
+    }
+    let taught = Retriever::new(
+        Arc::new(KnowledgeBase::from_entries_lenient(entries)?),
+        config.clone(),
+    )?;
+    Ok(LearningReport {
+        split: "per gold entry, by FNV-1a of the query: first half history, rest later".into(),
+        history: history.len(),
+        learned,
+        before: recall(&base, &later, None, today, |_| {})?,
+        after: recall(&taught, &later, None, today, |_| {})?,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn day() -> time::Date {
+        crate::knowledge::parse_date("2026-11-24").unwrap()
+    }
 
     fn write(dir: &Path, name: &str, body: &str) -> std::path::PathBuf {
         let p = dir.join(name);
@@ -464,7 +561,7 @@ mod tests {
             "query\tgold_id\n我的银行卡丢了\tA\n转账最多转多少\tB\n密码忘了\tC\n天气如何\tA\n",
         );
         let r = retriever_for_faq(&faq, RetrievalConfig::default()).unwrap();
-        let report = recall(&r, &load_queries(&queries).unwrap(), None, |_| {}).unwrap();
+        let report = recall(&r, &load_queries(&queries).unwrap(), None, day(), |_| {}).unwrap();
         assert_eq!(report.queries, 4);
         assert_eq!(report.recall_at_1, 0.75);
         assert!(report.mrr_at_10 >= 0.75 && report.mrr_at_10 < 1.0);
@@ -480,7 +577,7 @@ mod tests {
         );
         let queries = write(dir.path(), "q.tsv", "query\tgold_id\n卡丢了\tZ\n");
         let r = retriever_for_faq(&faq, RetrievalConfig::default()).unwrap();
-        let err = recall(&r, &load_queries(&queries).unwrap(), None, |_| {}).unwrap_err();
+        let err = recall(&r, &load_queries(&queries).unwrap(), None, day(), |_| {}).unwrap_err();
         assert!(err.to_string().contains("\"Z\""));
     }
 
@@ -561,5 +658,15 @@ mod tests {
         assert!(matches!(f0.len() + f1.len(), 3 | 4));
         assert_eq!(Fold::parse("1/2"), Some(Fold { index: 1, count: 2 }));
         assert_eq!(Fold::parse("2/2"), None);
+    }
+
+    #[test]
+    fn fold_hash_is_the_published_fnv1a() {
+        // Reference values of 64-bit FNV-1a (the empty string is the offset basis).
+        assert_eq!(fnv1a64(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a64(b"a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(fnv1a64(b"foobar"), 0x8594_4171_f739_67e8);
+        let f = Fold { index: 0, count: 2 };
+        assert_eq!(f.contains("a"), 0xaf63_dc4c_8601_ec8c_u64 % 2 == 0);
     }
 }

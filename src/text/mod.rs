@@ -6,6 +6,8 @@
 //! text (the index, the re-ranker, intent rules, menu picks) goes through [`canonical`]
 //! or [`search_form`] first, so a fix here fixes every consumer at once.
 
+pub mod typo;
+
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
@@ -66,6 +68,9 @@ fn is_punctuation(c: char) -> bool {
             | 0xFF1A..=0xFF20)
         || matches!(c, '¥' | '￥' | '·' | '°')
 }
+
+/// See [`Analyzer::is_word`].
+pub const COMMON_WORD_FREQ: usize = 20;
 
 /// Words that occur in nearly every customer question and carry no topic. Dropping
 /// them keeps word-overlap features from rewarding "我的…吗" matches.
@@ -283,6 +288,14 @@ impl Analyzer {
             let word = self.inner.synonyms.canonical(word);
             f(word, token.byte_start, token.byte_start + token.word.len());
         }
+    }
+
+    /// Whether `word` is a common word: in jieba's dictionary (with the user dictionary
+    /// and synonyms) with a frequency of at least [`COMMON_WORD_FREQ`]. jieba's
+    /// dictionary also lists rare words that are mostly typos in customer messages
+    /// (冻洁 has frequency 3; 冻结 has 1,398).
+    pub fn is_word(&self, word: &str) -> bool {
+        self.inner.jieba.has_word(word) && self.inner.jieba.suggest_freq(word) >= COMMON_WORD_FREQ
     }
 
     pub fn synonyms(&self) -> &Synonyms {

@@ -1,0 +1,138 @@
+//! Learning from use through the binary: a customer picks from "您是不是想问", the
+//! content team sees the suggestion, accepts it into a copy of the knowledge base, and
+//! the same wording is then a question of that entry.
+
+mod common;
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use kefu::knowledge::KnowledgeBase;
+
+fn kefu(args: &[&str], stdin: &[u8], cwd: &Path) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kefu"))
+        .args(args)
+        .current_dir(cwd)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run kefu");
+    let mut input = child.stdin.take().unwrap();
+    let stdin = stdin.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = input.write_all(&stdin);
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    out
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
+}
+
+#[test]
+fn a_list_pick_becomes_a_suggestion_that_accept_writes_into_the_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let kb = dir.path().join("kb");
+    copy_dir(&common::repo("knowledge-base"), &kb);
+    let intents = common::repo("intents");
+    let (kb_s, intents_s) = (kb.to_str().unwrap(), intents.to_str().unwrap());
+    let data = dir.path().join("store");
+    let data_s = data.to_str().unwrap();
+
+    // Find a wording that is asked back, so the customer has a list to pick from.
+    let wording = "卡上的字磨没了要换吗";
+    let out = kefu(
+        &[
+            "chat",
+            "--kb",
+            kb_s,
+            "--intents",
+            intents_s,
+            "--data",
+            data_s,
+        ],
+        format!("{wording}\n1\n").as_bytes(),
+        dir.path(),
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("您是不是想问"),
+        "not asked back any more: {text}"
+    );
+
+    let out = kefu(
+        &[
+            "report",
+            "suggestions",
+            "--data",
+            data_s,
+            "--kb",
+            kb_s,
+            "--json",
+        ],
+        b"",
+        dir.path(),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let first = &list[0];
+    assert_eq!(first["question"], wording, "{list}");
+    assert_eq!(first["picks"], 1, "{list}");
+    let target = first["entry"].as_str().unwrap().to_owned();
+
+    let out = kefu(
+        &["report", "accept", "1", "--data", data_s, "--kb", kb_s],
+        b"",
+        dir.path(),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let kb = KnowledgeBase::load_dir(&kb).unwrap();
+    let e = &kb.entries()[kb.index_of(&target).unwrap()];
+    assert!(e.similar.iter().any(|s| s == wording), "{:?}", e.similar);
+
+    // Accepted: the suggestion is gone, and accepting it again is refused.
+    let out = kefu(
+        &[
+            "report",
+            "suggestions",
+            "--data",
+            data_s,
+            "--kb",
+            kb_s,
+            "--json",
+        ],
+        b"",
+        dir.path(),
+    );
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        list.as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["question"] != wording),
+        "{list}"
+    );
+    let out = kefu(
+        &["report", "accept", "9", "--data", data_s, "--kb", kb_s],
+        b"",
+        dir.path(),
+    );
+    assert!(!out.status.success());
+}
