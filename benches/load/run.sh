@@ -13,7 +13,8 @@ conns=${2:-64}
 command -v wrk >/dev/null || { echo "install wrk (apt-get install wrk)" >&2; exit 1; }
 cargo build --release --quiet
 work=$(mktemp -d)
-trap 'kill $server 2>/dev/null || true; rm -rf "$work"' EXIT
+server=""
+trap '[ -n "$server" ] && kill $server 2>/dev/null; rm -rf "$work"' EXIT
 
 admin_token="bench-admin-token-0123456789"
 hash=$(printf '%s' "$admin_token" | ./target/release/kefu hash-token)
@@ -27,7 +28,7 @@ token_sha256 = "$hash"
 TOML
 
 echo "== in-process baseline ($secs s, $conns threads)"
-KEFU_LOAD_SECS=$secs KEFU_LOAD_CONCURRENCY=$conns cargo bench --quiet --bench load 2>/dev/null | grep '^{'
+KEFU_LOAD_SECS=$secs KEFU_LOAD_CONCURRENCY=$conns cargo bench --quiet --bench load | grep '^{' || true
 
 KEFU_LOG=warn ./target/release/kefu serve --listen 127.0.0.1:0 --data "$work/store" \
   --config "$work/kefu.toml" > "$work/out" 2> "$work/err" &

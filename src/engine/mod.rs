@@ -1173,21 +1173,32 @@ impl TurnState<'_> {
                 return Ok(reply);
             }
             Band::Uncertain => {
-                let floor = r.config().uncertain;
+                // What retrieval judged worth offering: one close candidate is a
+                // confirmation, several real alternatives a list.
                 let items: Vec<MenuItem> = ranking
-                    .candidates
-                    .iter()
-                    .filter(|c| c.similarity >= floor)
+                    .offered()
+                    .into_iter()
                     .take(r.config().clarify.max(1))
                     .filter_map(|c| r.entry(c.entry))
                     .map(entry_item)
                     .collect();
                 session.misses = 0;
-                let reply = Reply::new(
-                    ReplyKind::Clarify,
-                    "我不太确定您想问的是哪一个，请回复序号：",
-                );
-                self.offer(session, reply, "您是不是想问：", items)
+                if let ([only], true) = (items.as_slice(), ranking.is_confirmation()) {
+                    let reply = Reply::new(
+                        ReplyKind::Clarify,
+                        format!(
+                            "您是想问「{}」吗？回复 1 查看答案，或换个说法再问。",
+                            only.label()
+                        ),
+                    );
+                    self.offer(session, reply, "请回复序号：", items)
+                } else {
+                    let reply = Reply::new(
+                        ReplyKind::Clarify,
+                        "我不太确定您想问的是哪一个，请回复序号：",
+                    );
+                    self.offer(session, reply, "您是不是想问：", items)
+                }
             }
             Band::NoMatch => {
                 session.misses += 1;
