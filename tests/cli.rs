@@ -82,7 +82,7 @@ fn piped_chat_survives_invalid_utf8_huge_lines_and_crlf() {
     let (out, _d) = chat(&input);
     assert!(out.contains("UTF-8"), "{out}");
     assert!(out.contains("超过了64 KB"), "{out}");
-    assert!(out.contains("您好，我是智能客服"), "{out}");
+    assert!(out.contains("您好，我是本行智能客服"), "{out}");
 }
 
 #[test]

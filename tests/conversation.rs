@@ -373,3 +373,48 @@ fn unanswered_questions_are_recorded_for_the_content_team() {
     assert_eq!(groups[0].count, 2, "{groups:?}");
     assert!(groups.iter().all(|g| !g.question.contains("银行卡丢了")));
 }
+
+/// The bot's own wording comes from `replies.toml` beside the knowledge base: a bank sets
+/// its name and its texts there, and a broken file is refused with its line.
+#[test]
+fn the_bank_sets_the_bots_wording_in_replies_toml() {
+    let content = tempfile::tempdir().unwrap();
+    let kb = content.path().join("knowledge-base");
+    std::fs::create_dir(&kb).unwrap();
+    for e in std::fs::read_dir(common::repo("knowledge-base")).unwrap() {
+        let p = e.unwrap().path();
+        std::fs::copy(&p, kb.join(p.file_name().unwrap())).unwrap();
+    }
+    std::fs::write(
+        kb.join("replies.toml"),
+        "bank = \"示例银行\"\nwelcome = \"欢迎光临{bank}在线客服！\"\nfallback = \"{bank}暂时答不上来，回复“转人工”试试。\"\n",
+    )
+    .unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let e = kefu::engine::Engine::open(
+        &kb,
+        &common::repo("intents"),
+        Some(data.path()),
+        kefu::config::EngineConfig::default(),
+    )
+    .unwrap();
+    assert_eq!(
+        say(&e, "w", "你好", MORNING).text,
+        "欢迎光临示例银行在线客服！"
+    );
+    let r = say(&e, "w", "量子纠缠是什么原理", MORNING + 1);
+    assert_eq!(r.text, "示例银行暂时答不上来，回复“转人工”试试。");
+
+    std::fs::write(
+        kb.join("replies.toml"),
+        "bank = \"示例银行\"\nhandoff_place = \"第{pos}位\"\n",
+    )
+    .unwrap();
+    let err = kefu::knowledge::KnowledgeBase::load_dir(&kb)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("replies.toml:2") && err.contains("{pos}"),
+        "{err}"
+    );
+}

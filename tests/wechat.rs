@@ -499,7 +499,7 @@ async fn subscribe_and_click_events() {
     let (status, body) = h.post_plain(event_xml("o_ev", "subscribe", "", t)).await;
     assert_eq!(status, 200, "{body}");
     let welcome = assert_text_reply(&parse(body.as_bytes()).unwrap(), "o_ev");
-    assert!(welcome.contains("您好，我是智能客服"), "{welcome}");
+    assert!(welcome.contains("您好，我是本行智能客服"), "{welcome}");
     assert!(
         welcome.contains("\n1. "),
         "the welcome menu is numbered: {welcome}"
@@ -764,7 +764,7 @@ async fn the_simulate_command_proves_a_setup() {
     let out = run(args).await.unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
-        out.status.success() && stdout.contains("您好，我是智能客服"),
+        out.status.success() && stdout.contains("您好，我是本行智能客服"),
         "{stdout}"
     );
     // A wrong token is reported, with the status kefu answered.

@@ -399,7 +399,7 @@ impl TurnState<'_> {
         let text = match e {
             BankingError::Timeout | BankingError::Unavailable { .. } => {
                 let r = Self::intent_reply(UNAVAILABLE);
-                return self.offer(session, r, "您也可以：", vec![handoff_item()]);
+                return self.offer(session, r, "您也可以：", vec![handoff_item(self.w())]);
             }
             BankingError::Locked => {
                 "您的卡片已被银行暂停线上服务，请携带身份证件到网点办理，或回复“转人工”。"
@@ -1533,7 +1533,7 @@ impl TurnState<'_> {
                     "银行系统没有及时返回{}结果，这笔交易可能已受理。请稍后查询明细确认，不要重复操作；如需帮助请回复“转人工”。",
                     op.what()
                 ));
-                self.offer(session, r, "您也可以：", vec![handoff_item()])
+                self.offer(session, r, "您也可以：", vec![handoff_item(self.w())])
             }
             Err(e) => self.bank_error(session, e),
         }

@@ -31,6 +31,7 @@ use crate::error::{Error, Result};
 use crate::handoff::{Agents, HandoffQueue, QueueOp, Ticket, TicketId, TicketMessage, TicketState};
 use crate::intents::{Action, IntentMatch, IntentSet};
 use crate::knowledge::bundle::ContentBundle;
+use crate::knowledge::wording::Wording;
 use crate::knowledge::{KnowledgeBase, Summary};
 use crate::pii::mask;
 use crate::retrieval::{Audience, Band, Ranking, Retriever};
@@ -643,7 +644,11 @@ impl Engine {
             ticket,
             Speaker::Agent,
             Some(agent),
-            "本次人工服务已结束，感谢您的耐心。如还有问题，可以直接问我，或再次回复“转人工”。",
+            &{
+                let k = self.current();
+                let w = k.retriever.knowledge_base().wording();
+                w.say(&w.handoff_closed)
+            },
             now,
         )?;
         self.queue.close(ticket, agent, summary, now)
@@ -655,13 +660,15 @@ impl Engine {
         let expired = self
             .queue
             .expire(now, h.queue_timeout_secs, h.timeout_returns_to_bot)?;
+        let k = self.current();
+        let w = k.retriever.knowledge_base().wording();
         Ok(expired
             .into_iter()
             .map(|t| {
                 let text = if matches!(t.state, TicketState::Returned { .. }) {
-                    "抱歉，人工客服暂时都在忙，您的排队已结束。您可以继续向我提问，或稍后再回复“转人工”。"
+                    w.say(&w.handoff_timeout_returned)
                 } else {
-                    "当前咨询人数较多，您仍在排队中，请耐心等待；回复“取消”可退出排队。"
+                    w.say(&w.handoff_timeout_waiting)
                 };
                 (t.customer.clone(), Reply::new(ReplyKind::Handoff, text))
             })
@@ -683,9 +690,9 @@ fn entry_item(e: &crate::knowledge::Entry) -> MenuItem {
     }
 }
 
-fn handoff_item() -> MenuItem {
+fn handoff_item(w: &Wording) -> MenuItem {
     MenuItem::Handoff {
-        label: HANDOFF_LABEL.into(),
+        label: w.say(&w.handoff_label),
     }
 }
 
@@ -700,11 +707,12 @@ struct TurnState<'a> {
     queue_op: Option<QueueOp>,
 }
 
-const FALLBACK: &str =
-    "抱歉，我暂时没有找到这个问题的答案。您可以换个说法再问一次，或回复“转人工”联系人工客服。";
-const OFFER_HANDOFF: &str =
-    "看起来我没能帮到您，抱歉。需要为您转接人工客服吗？回复 1 即可转人工，或继续输入您的问题。";
-const HANDOFF_LABEL: &str = "转人工客服";
+impl<'a> TurnState<'a> {
+    /// The bot's own texts, from the knowledge base serving this turn.
+    fn w(&self) -> &'a Wording {
+        self.knowledge.retriever.knowledge_base().wording()
+    }
+}
 
 impl TurnState<'_> {
     fn local_time(&self) -> OffsetDateTime {
@@ -755,7 +763,7 @@ impl TurnState<'_> {
         if search_form(&self.msg.text).is_empty() {
             return Ok(Reply::new(
                 ReplyKind::Notice,
-                "没有收到文字内容。请用文字描述您的问题，例如“信用卡丢了怎么办”。",
+                self.w().say(&self.w().empty_message),
             ));
         }
         let intent = self
@@ -778,7 +786,10 @@ impl TurnState<'_> {
         if chars > max {
             return Ok(Reply::new(
                 ReplyKind::Notice,
-                format!("您的消息有{chars}个字，超过了{max}字的上限。请用一两句话描述您的问题。"),
+                self.w().fill(
+                    &self.w().too_long,
+                    &[("chars", &chars.to_string()), ("max", &max.to_string())],
+                ),
             ));
         }
 
@@ -812,7 +823,7 @@ impl TurnState<'_> {
                     Some(i) => Ok(self.answer(session, i)),
                     None => Ok(Reply::new(
                         ReplyKind::Notice,
-                        "这项内容暂时无法查看，请直接输入您的问题。",
+                        self.w().say(&self.w().entry_unavailable),
                     )),
                 }
             }
@@ -840,7 +851,7 @@ impl TurnState<'_> {
                 session.handoff = None;
                 let mut r = Reply::new(
                     ReplyKind::Handoff,
-                    "已为您取消人工排队。有问题可以继续问我。",
+                    self.w().say(&self.w().handoff_cancelled),
                 );
                 r.handoff = Some(HandoffStatus {
                     ticket: t.id,
@@ -853,10 +864,13 @@ impl TurnState<'_> {
             TicketState::Queued => {
                 self.post_to_agent(t.id)?;
                 let position = self.engine.queue.position(t.id)?;
-                let mut r =
-                    self.queue_status(&t, position, "已收到您的消息，人工客服接入后会一并看到。")?;
+                let mut r = self.queue_status(
+                    &t,
+                    position,
+                    &self.w().say(&self.w().handoff_message_received),
+                )?;
                 if now - t.enqueued_at >= self.engine.config.handoff.queue_timeout_secs {
-                    r.text.push_str("当前咨询人数较多，感谢您耐心等待。");
+                    r.text.push_str(&self.w().say(&self.w().handoff_busy));
                 }
                 Ok(r)
             }
@@ -895,11 +909,14 @@ impl TurnState<'_> {
             position.map(|p| ((p as f64 * handle / agents) / 60.0).ceil().max(1.0) as u32);
         let mut text = lead.to_owned();
         if t.left_message {
-            text.push_str("您的留言已保存，人工客服上班后会按顺序回复您。");
+            text.push_str(&self.w().say(&self.w().handoff_left_message));
         } else if let (Some(p), Some(m)) = (position, wait_minutes) {
-            text.push_str(&format!("您目前排在第{p}位，预计等待约{m}分钟。"));
+            text.push_str(&self.w().fill(
+                &self.w().handoff_place,
+                &[("position", &p.to_string()), ("minutes", &m.to_string())],
+            ));
         }
-        text.push_str("回复“取消”可退出排队。");
+        text.push_str(&self.w().say(&self.w().handoff_cancel_hint));
         let mut r = Reply::new(ReplyKind::Handoff, text);
         r.handoff = Some(HandoffStatus {
             ticket: t.id,
@@ -978,11 +995,11 @@ impl TurnState<'_> {
         session.menu = None;
         session.misses = 0;
         let lead = if open {
-            "正在为您转接人工客服。".to_owned()
+            self.w().say(&self.w().handoff_start)
         } else {
-            format!(
-                "现在不在人工服务时间（每天{}-{}）。您可以直接留言，",
-                h.open, h.close
+            self.w().fill(
+                &self.w().handoff_closed_hours,
+                &[("open", &h.open), ("close", &h.close)],
             )
         };
         let mut r = self.queue_status(&ticket, position, &lead)?;
@@ -998,22 +1015,22 @@ impl TurnState<'_> {
                 session.menu = None;
                 return Ok(Reply::new(
                     ReplyKind::Notice,
-                    "之前的列表已过期，请直接输入您的问题。",
+                    self.w().say(&self.w().menu_expired),
                 ));
             }
             None => {
                 return Ok(Reply::new(
                     ReplyKind::Notice,
-                    "当前没有可以选择的列表。请直接输入您的问题，例如“信用卡丢了怎么办”。",
+                    self.w().say(&self.w().no_menu),
                 ))
             }
         };
         let Some(item) = menu.items.get(n - 1) else {
             return Ok(Reply::new(
                 ReplyKind::Notice,
-                format!(
-                    "请回复 1 到 {} 之间的数字选择，或直接输入您的问题。",
-                    menu.items.len()
+                self.w().fill(
+                    &self.w().out_of_range,
+                    &[("max", &menu.items.len().to_string())],
                 ),
             ));
         };
@@ -1028,7 +1045,7 @@ impl TurnState<'_> {
                     Some(i) => Ok(self.answer(session, i)),
                     None => Ok(Reply::new(
                         ReplyKind::Notice,
-                        "这条内容刚刚更新过，请重新输入您的问题。",
+                        self.w().say(&self.w().entry_changed),
                     )),
                 }
             }
@@ -1053,36 +1070,36 @@ impl TurnState<'_> {
                 Reply::new(
                     ReplyKind::Intent,
                     if had_menu {
-                        "好的，已取消。还有其他问题可以随时问我。"
+                        self.w().say(&self.w().cancelled_menu)
                     } else {
-                        "好的。还有其他问题可以随时问我。"
+                        self.w().say(&self.w().cancelled_nothing)
                     },
                 )
             }
             Action::Greeting => return Ok(self.welcome(session)),
-            Action::Thanks => Reply::new(
-                ReplyKind::Intent,
-                "不客气，很高兴能帮到您！还有其他问题可以随时问我。",
-            ),
+            Action::Thanks => Reply::new(ReplyKind::Intent, self.w().say(&self.w().thanks)),
             Action::Satisfied | Action::Unsatisfied => {
                 let positive = m.action == Action::Satisfied;
                 match session.last_answer.take() {
                     Some(entry) => {
                         self.event(EventKind::Feedback { entry, positive });
                         if positive {
-                            Reply::new(
-                                ReplyKind::Intent,
-                                "感谢您的评价！还有其他问题可以随时问我。",
-                            )
+                            Reply::new(ReplyKind::Intent, self.w().say(&self.w().feedback_positive))
                         } else {
                             let reply = Reply::new(
                                 ReplyKind::Intent,
-                                "抱歉没能帮到您，您的反馈已记录，我们会改进这条回答。您可以换个说法再问，或选择：",
+                                self.w().say(&self.w().feedback_negative),
                             );
-                            self.offer(session, reply, "您可以选择：", vec![handoff_item()])
+                            let w = self.w();
+                            self.offer(
+                                session,
+                                reply,
+                                &w.say(&w.choose_title),
+                                vec![handoff_item(w)],
+                            )
                         }
                     }
-                    None => Reply::new(ReplyKind::Intent, "感谢您的反馈！请问还有什么可以帮您？"),
+                    None => Reply::new(ReplyKind::Intent, self.w().say(&self.w().feedback_other)),
                 }
             }
             action => self.account_action(session, action, &m),
@@ -1125,17 +1142,19 @@ impl TurnState<'_> {
             .filter_map(|i| kb.get(i))
             .map(entry_item)
             .collect();
-        let reply = Reply::new(
-            ReplyKind::Welcome,
-            "您好，我是智能客服，请直接输入您的问题。需要人工服务请回复“转人工”。",
-        );
-        self.offer(session, reply, "大家都在问：", items)
+        let reply = Reply::new(ReplyKind::Welcome, self.w().say(&self.w().welcome));
+        self.offer(
+            session,
+            reply,
+            &self.w().say(&self.w().welcome_title),
+            items,
+        )
     }
 
     fn answer(&mut self, session: &mut Session, entry: usize) -> Reply {
         let r = &self.knowledge.retriever;
         let Some(e) = r.entry(entry) else {
-            return Reply::new(ReplyKind::Fallback, FALLBACK);
+            return Reply::new(ReplyKind::Fallback, self.w().say(&self.w().fallback));
         };
         let items: Vec<MenuItem> = r
             .related(entry, self.audience(), r.config().related)
@@ -1147,7 +1166,12 @@ impl TurnState<'_> {
         session.misses = 0;
         let mut reply = Reply::new(ReplyKind::Answer, e.answer.clone());
         reply.entry = Some(e.id.clone());
-        self.offer(session, reply, "您可能还想问：", items)
+        self.offer(
+            session,
+            reply,
+            &self.w().say(&self.w().related_title),
+            items,
+        )
     }
 
     fn retrieve(&mut self, session: &mut Session) -> Result<Reply> {
@@ -1184,31 +1208,37 @@ impl TurnState<'_> {
                     .collect();
                 session.misses = 0;
                 if let ([only], true) = (items.as_slice(), ranking.is_confirmation()) {
+                    let w = self.w();
                     let reply = Reply::new(
                         ReplyKind::Clarify,
-                        format!(
-                            "您是想问「{}」吗？回复 1 查看答案，或换个说法再问。",
-                            only.label()
-                        ),
+                        w.fill(&w.confirm, &[("question", only.label())]),
                     );
-                    self.offer(session, reply, "请回复序号：", items)
+                    self.offer(session, reply, &w.say(&w.confirm_title), items)
                 } else {
-                    let reply = Reply::new(
-                        ReplyKind::Clarify,
-                        "我不太确定您想问的是哪一个，请回复序号：",
-                    );
-                    self.offer(session, reply, "您是不是想问：", items)
+                    let reply = Reply::new(ReplyKind::Clarify, self.w().say(&self.w().clarify));
+                    self.offer(
+                        session,
+                        reply,
+                        &self.w().say(&self.w().clarify_title),
+                        items,
+                    )
                 }
             }
             Band::NoMatch => {
                 session.misses += 1;
                 session.last_answer = None;
                 if session.misses >= self.engine.config.fallbacks_before_offer {
-                    let reply = Reply::new(ReplyKind::Fallback, OFFER_HANDOFF);
-                    self.offer(session, reply, "您可以选择：", vec![handoff_item()])
+                    let w = self.w();
+                    let reply = Reply::new(ReplyKind::Fallback, w.say(&w.offer_handoff));
+                    self.offer(
+                        session,
+                        reply,
+                        &w.say(&w.choose_title),
+                        vec![handoff_item(w)],
+                    )
                 } else {
                     session.menu = None;
-                    Reply::new(ReplyKind::Fallback, FALLBACK)
+                    Reply::new(ReplyKind::Fallback, self.w().say(&self.w().fallback))
                 }
             }
         };

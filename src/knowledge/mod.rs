@@ -8,6 +8,7 @@
 
 pub mod bundle;
 pub mod content;
+pub mod wording;
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -75,6 +76,8 @@ pub struct KnowledgeBase {
     by_id: HashMap<String, usize>,
     user_words: Vec<DictWord>,
     synonyms: Synonyms,
+    /// The bot's own texts (`replies.toml`, or the defaults).
+    wording: wording::Wording,
 }
 
 /// What `kb check` reports on success.
@@ -105,6 +108,7 @@ impl KnowledgeBase {
         let mut entries = Vec::new();
         let mut user_words = Vec::new();
         let mut synonyms = Vec::new();
+        let mut wording = None;
         let mut entry_files = 0;
         for path in &files {
             let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
@@ -118,6 +122,7 @@ impl KnowledgeBase {
             let result = match (name, ext.as_deref()) {
                 (USERDICT, _) => load_userdict(path).map(|w| user_words = w),
                 (SYNONYMS, _) => load_synonyms(path).map(|s| synonyms = s),
+                (wording::REPLIES, _) => wording::Wording::load(path).map(|w| wording = Some(w)),
                 (_, Some("toml" | "csv" | "tsv")) => {
                     let (found, mut problems) = match ext.as_deref() {
                         Some("toml") => load_toml(path),
@@ -141,7 +146,7 @@ impl KnowledgeBase {
                     "unknown file type; expected .toml, .csv or .tsv entries, userdict.txt or synonyms.txt",
                 )]),
             };
-            if matches!(ext.as_deref(), Some("toml" | "csv" | "tsv")) {
+            if name != wording::REPLIES && matches!(ext.as_deref(), Some("toml" | "csv" | "tsv")) {
                 entry_files += 1;
             }
             if let Err(mut found) = result {
@@ -158,7 +163,10 @@ impl KnowledgeBase {
         }
         let synonyms = Synonyms::from_groups(synonyms);
         match KnowledgeBase::build(entries, user_words, synonyms, true) {
-            Ok(kb) if issues.is_empty() => Ok(kb),
+            Ok(mut kb) if issues.is_empty() => {
+                kb.wording = wording.unwrap_or_default();
+                Ok(kb)
+            }
             Ok(_) => Err(ContentErrors(sorted(issues)).into()),
             Err(mut more) => {
                 issues.append(&mut more);
@@ -261,6 +269,7 @@ impl KnowledgeBase {
                 by_id,
                 user_words,
                 synonyms,
+                wording: wording::Wording::default(),
             })
         } else {
             Err(issues)
@@ -285,6 +294,11 @@ impl KnowledgeBase {
 
     pub fn synonyms(&self) -> &Synonyms {
         &self.synonyms
+    }
+
+    /// The bot's own texts for this knowledge base.
+    pub fn wording(&self) -> &wording::Wording {
+        &self.wording
     }
 
     pub fn len(&self) -> usize {
