@@ -22,6 +22,9 @@ use crate::handoff::{tx_apply, QueueOp, QueueTrees, SledQueue};
 use crate::intents::AuthLevel;
 use crate::retrieval::Band;
 
+pub mod postgres;
+pub use postgres::PgStore;
+
 /// A customer of one tenant (bank or branch deployment).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct UserKey {
@@ -182,6 +185,11 @@ pub trait Store: Send + Sync {
     fn published(&self) -> Result<Option<Vec<u8>>>;
     /// Durably records published content; a restart serves it.
     fn set_published(&self, bundle: &[u8]) -> Result<()>;
+    /// A number that changes with every [`Store::set_published`], for replicas sharing
+    /// the store to notice another's publication; `None` where the store is not shared.
+    fn published_version(&self) -> Result<Option<u64>> {
+        Ok(None)
+    }
     /// Makes everything written so far durable (at shutdown).
     fn flush(&self) -> Result<()>;
     fn transcript(&self, key: &UserKey) -> Result<Vec<Turn>>;

@@ -375,6 +375,14 @@ async fn background(state: Arc<AppState>) {
             Err(e) => tracing::error!(code = e.code, "background duties failed: {}", e.message),
         }
         state.limiter.prune();
+        // Content another replica published (PostgreSQL store); a no-op on sled.
+        if let Err(e) = state.blocking(|e| e.refresh_published()).await {
+            tracing::error!(
+                code = e.code,
+                "could not load published content: {}",
+                e.message
+            );
+        }
     }
 }
 
