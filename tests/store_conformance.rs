@@ -517,3 +517,37 @@ fn postgres_migrations_are_idempotent_and_publish_bumps_the_version() {
     let bad = PgStore::connect(&server.url("no_such_database")).unwrap_err();
     assert!(bad.to_string().contains("postgres"), "{bad}");
 }
+
+/// Two replicas, one customer: the second replica's turn lock is granted only after
+/// the first lets go; another customer is not held up.
+#[test]
+fn postgres_turn_locks_hold_one_customer_across_replicas() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let Some(server) = common::postgres::TempPostgres::start() else {
+        return;
+    };
+    let url = server.database();
+    let a = PgStore::connect(&url).unwrap();
+    let b = PgStore::connect(&url).unwrap();
+    let key = UserKey::new("bank", "wang");
+    let held = a.lock_customer(&key).unwrap();
+    assert!(held.is_some());
+    let other = b.lock_customer(&UserKey::new("bank", "li")).unwrap();
+    drop(other);
+    let released = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let waiter = s.spawn(|| {
+            let got = b.lock_customer(&key).unwrap();
+            assert!(
+                released.load(Ordering::SeqCst),
+                "replica B got the customer while replica A held it"
+            );
+            drop(got);
+        });
+        // Give B the chance to (wrongly) get the lock before A lets go.
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        released.store(true, Ordering::SeqCst);
+        drop(held);
+        waiter.join().unwrap();
+    });
+}

@@ -544,7 +544,7 @@ impl Engine {
         let key = UserKey::new(&msg.tenant, &msg.user);
         // An empty id is no id: as a key it would replay one reply to every message.
         let message_id = msg.message_id.as_deref().filter(|id| !id.is_empty());
-        let _turn = self.lock(&key);
+        let _turn = self.lock(&key)?;
         if let Some(id) = message_id {
             if let Some(stored) = self.store.processed(&key, id)? {
                 return from_json(&stored);
@@ -602,11 +602,22 @@ impl Engine {
         Ok(reply)
     }
 
-    fn lock(&self, key: &UserKey) -> std::sync::MutexGuard<'_, ()> {
+    /// Holds the customer for a whole turn: this process's stripe first, then the
+    /// store's lock when other processes share the store (PostgreSQL replicas), so two
+    /// messages of one customer reaching two replicas are handled one after the other.
+    fn lock(
+        &self,
+        key: &UserKey,
+    ) -> Result<(
+        std::sync::MutexGuard<'_, ()>,
+        Option<crate::store::CustomerLock>,
+    )> {
         let mut h = DefaultHasher::new();
         key.hash(&mut h);
         let stripe = &self.locks[(h.finish() % LOCK_STRIPES as u64) as usize];
-        stripe.lock().unwrap_or_else(|p| p.into_inner())
+        let local = stripe.lock().unwrap_or_else(|p| p.into_inner());
+        let shared = self.store.lock_customer(key)?;
+        Ok((local, shared))
     }
 
     /// Agent messages the customer has not been given yet, for the channel to deliver
@@ -614,7 +625,7 @@ impl Engine {
     /// customer's transcript, and the delivery mark is committed before they are
     /// returned, so each is handed out once.
     pub fn outbox(&self, key: &UserKey) -> Result<Vec<TicketMessage>> {
-        let _turn = self.lock(key);
+        let _turn = self.lock(key)?;
         let Some(mut session) = self.store.session(key)? else {
             return Ok(Vec::new());
         };

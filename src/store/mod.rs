@@ -168,6 +168,9 @@ pub struct TurnCommit<'a> {
     pub at: i64,
 }
 
+/// A held customer lock ([`Store::lock_customer`]); released on drop.
+pub type CustomerLock = Box<dyn Send>;
+
 pub trait Store: Send + Sync {
     fn session(&self, key: &UserKey) -> Result<Option<Session>>;
     /// The stored reply to a message id already processed, if any.
@@ -185,6 +188,12 @@ pub trait Store: Send + Sync {
     fn published(&self) -> Result<Option<Vec<u8>>>;
     /// Durably records published content; a restart serves it.
     fn set_published(&self, bundle: &[u8]) -> Result<()>;
+    /// Holds `key`'s customer against other processes sharing the store until the
+    /// returned guard drops (a whole turn: read, decide, commit). `None` where one
+    /// process owns the store and the engine's own lock is enough (sled).
+    fn lock_customer(&self, _key: &UserKey) -> Result<Option<CustomerLock>> {
+        Ok(None)
+    }
     /// A number that changes with every [`Store::set_published`], for replicas sharing
     /// the store to notice another's publication; `None` where the store is not shared.
     fn published_version(&self) -> Result<Option<u64>> {

@@ -82,6 +82,10 @@ const PUBLISHED: &str = "published";
 /// and hand the same value to the engine as both.
 pub struct PgStore {
     pool: Pool,
+    /// Connections that hold customers' turn locks ([`Store::lock_customer`]). A pool
+    /// of their own: turns waiting for work connections while holding every lock
+    /// connection cannot starve each other.
+    locks: Pool,
     /// `Some` until drop; shut down in the background so dropping inside another
     /// runtime does not panic.
     runtime: Option<tokio::runtime::Runtime>,
@@ -406,22 +410,25 @@ impl PgStore {
             .enable_all()
             .build()
             .map_err(|e| Error::Store(format!("cannot start the database runtime: {e}")))?;
-        let manager = Manager::from_config(
-            config,
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = Pool::builder(manager)
-            .max_size(16)
-            .runtime(deadpool_postgres::Runtime::Tokio1)
-            .wait_timeout(Some(std::time::Duration::from_secs(30)))
-            .create_timeout(Some(std::time::Duration::from_secs(10)))
-            .build()
-            .map_err(db_err)?;
+        let pool = |size: usize| {
+            let manager = Manager::from_config(
+                config.clone(),
+                NoTls,
+                ManagerConfig {
+                    recycling_method: RecyclingMethod::Fast,
+                },
+            );
+            Pool::builder(manager)
+                .max_size(size)
+                .runtime(deadpool_postgres::Runtime::Tokio1)
+                .wait_timeout(Some(std::time::Duration::from_secs(30)))
+                .create_timeout(Some(std::time::Duration::from_secs(10)))
+                .build()
+                .map_err(db_err)
+        };
         let store = PgStore {
-            pool,
+            pool: pool(16)?,
+            locks: pool(64)?,
             runtime: Some(runtime),
         };
         store.migrate()?;
@@ -435,10 +442,19 @@ impl PgStore {
         F: FnOnce(deadpool_postgres::Object) -> Fut + Send + 'static,
         Fut: Future<Output = Result<T>> + Send + 'static,
     {
+        self.run_on(&self.pool, f)
+    }
+
+    fn run_on<T, F, Fut>(&self, pool: &Pool, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(deadpool_postgres::Object) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T>> + Send + 'static,
+    {
         let Some(rt) = self.runtime.as_ref() else {
             return Err(Error::Store("the store is shut down".into()));
         };
-        let pool = self.pool.clone();
+        let pool = pool.clone();
         let (send, recv) = mpsc::sync_channel(1);
         rt.spawn(async move {
             let result = match pool.get().await {
@@ -530,7 +546,62 @@ impl PgStore {
     }
 }
 
+/// A customer's turn lock: a session-level advisory lock held on a connection of the
+/// lock pool. The two-key form lives in another lock space than the one-key
+/// transaction locks of [`lock_customer`], so a thread holding this and committing
+/// never waits for itself. If the process dies, the server ends the session and the
+/// lock with it.
+struct TurnLock {
+    conn: Option<deadpool_postgres::Object>,
+    runtime: tokio::runtime::Handle,
+    key: UserKey,
+}
+
+const TURN_LOCK_CLASS: i32 = 0x6b65;
+const TURN_LOCK_SQL: &str = "SELECT pg_advisory_lock($1, hashtext($2 || chr(1) || $3))";
+const TURN_UNLOCK_SQL: &str = "SELECT pg_advisory_unlock($1, hashtext($2 || chr(1) || $3))";
+
+impl Drop for TurnLock {
+    fn drop(&mut self) {
+        let Some(conn) = self.conn.take() else { return };
+        let key = self.key.clone();
+        // Released in the background: the turn's reply need not wait for it. A
+        // connection that cannot unlock is closed instead of pooled, which also releases.
+        self.runtime.spawn(async move {
+            let unlocked = conn
+                .query_one(TURN_UNLOCK_SQL, &[&TURN_LOCK_CLASS, &key.tenant, &key.user])
+                .await
+                .map(|r| r.get::<_, bool>(0));
+            if !matches!(unlocked, Ok(true)) {
+                drop(deadpool_postgres::Object::take(conn));
+            }
+        });
+    }
+}
+
 impl Store for PgStore {
+    fn lock_customer(&self, key: &UserKey) -> Result<Option<super::CustomerLock>> {
+        let Some(rt) = self.runtime.as_ref() else {
+            return Err(Error::Store("the store is shut down".into()));
+        };
+        let runtime = rt.handle().clone();
+        let owned = key.clone();
+        let conn = self.run_on(&self.locks, move |c| async move {
+            c.execute(
+                TURN_LOCK_SQL,
+                &[&TURN_LOCK_CLASS, &owned.tenant, &owned.user],
+            )
+            .await
+            .map_err(db_err)?;
+            Ok(c)
+        })?;
+        Ok(Some(Box::new(TurnLock {
+            conn: Some(conn),
+            runtime,
+            key: key.clone(),
+        })))
+    }
+
     fn session(&self, key: &UserKey) -> Result<Option<Session>> {
         let key = key.clone();
         self.run(move |c| async move {
