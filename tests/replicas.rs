@@ -88,6 +88,9 @@ async fn an_agent_on_replica_b_serves_a_customer_of_replica_a() {
     let (status, claimed) = post(&c, &b, "/v1/agent/claim", &token("head"), json!({})).await;
     assert_eq!(status, 200, "{claimed}");
     assert_eq!(claimed["ticket"], ticket);
+    // A's live stream hears of B's claim at once (LISTEN/NOTIFY, not its 20 s re-read).
+    let st: Value = serde_json::from_str(&stream.until("handoff", 10).await).unwrap();
+    assert_eq!(st["state"], "claimed");
     // Another agent on replica A cannot take it any more.
     let (status, taken) = post(
         &c,
@@ -113,8 +116,8 @@ async fn an_agent_on_replica_b_serves_a_customer_of_replica_a() {
     )
     .await;
     assert_eq!(status, 200);
-    // The customer's stream on A gets the reply written on B (A re-reads the store).
-    let msg: Value = serde_json::from_str(&stream.until("agent_message", 30).await).unwrap();
+    // The customer's stream on A gets the reply written on B, told by NOTIFY.
+    let msg: Value = serde_json::from_str(&stream.until("agent_message", 10).await).unwrap();
     assert_eq!(msg["text"], "您好，年费可以减免");
 
     // The customer's next message on A sees the chat with the agent and reaches B.

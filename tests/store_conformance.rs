@@ -551,3 +551,51 @@ fn postgres_turn_locks_hold_one_customer_across_replicas() {
         waiter.join().unwrap();
     });
 }
+
+/// What one replica commits on a chat is signalled to the others (LISTEN/NOTIFY), and
+/// a publication too.
+#[test]
+fn postgres_replicas_hear_each_others_changes() {
+    use kefu::store::StoreSignal;
+    let Some(server) = common::postgres::TempPostgres::start() else {
+        return;
+    };
+    let url = server.database();
+    let a = PgStore::connect(&url).unwrap();
+    let b = PgStore::connect(&url).unwrap();
+    let mut heard = b.signals().unwrap();
+    let next = |rx: &mut tokio::sync::broadcast::Receiver<StoreSignal>| {
+        for _ in 0..200 {
+            match rx.try_recv() {
+                Ok(s) => return s,
+                Err(tokio::sync::broadcast::error::TryRecvError::Empty) => {
+                    std::thread::sleep(std::time::Duration::from_millis(50))
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        panic!("no signal within 10 s");
+    };
+    // B's listener may still be connecting: repeat a harmless change until it hears.
+    let t = a.enqueue(req("wang", 1)).unwrap();
+    let mut first = None;
+    for n in 0..20 {
+        a.post(t.id, Speaker::Customer, None, &format!("在吗{n}"), 2)
+            .unwrap();
+        if let Ok(s) = heard.try_recv() {
+            first = Some(s);
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    assert_eq!(first, Some(StoreSignal::Customer(t.customer.clone())));
+    // Everything else A does reaches B in commit order, ending with the publication.
+    a.claim(t.id, "agent1", 3).unwrap();
+    a.set_published(b"x").unwrap();
+    loop {
+        match next(&mut heard) {
+            StoreSignal::Published => break,
+            other => assert_eq!(other, StoreSignal::Customer(t.customer.clone())),
+        }
+    }
+}

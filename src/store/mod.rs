@@ -168,6 +168,17 @@ pub struct TurnCommit<'a> {
     pub at: i64,
 }
 
+/// A change another process sharing the store made, for live streams and content
+/// ([`Store::signals`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreSignal {
+    /// The customer's chat changed (state, or a message for or from them): re-read it.
+    Customer(UserKey),
+    /// New content was published: load it.
+    Published,
+}
+
 /// A held customer lock ([`Store::lock_customer`]); released on drop.
 pub type CustomerLock = Box<dyn Send>;
 
@@ -193,6 +204,13 @@ pub trait Store: Send + Sync {
     /// process owns the store and the engine's own lock is enough (sled).
     fn lock_customer(&self, _key: &UserKey) -> Result<Option<CustomerLock>> {
         Ok(None)
+    }
+    /// Changes made by any process sharing the store, as they commit (PostgreSQL:
+    /// `LISTEN/NOTIFY`); `None` where one process owns the store and signals itself.
+    /// Best effort: a signal can be missed while reconnecting, so readers still re-read
+    /// now and then.
+    fn signals(&self) -> Option<tokio::sync::broadcast::Receiver<StoreSignal>> {
+        None
     }
     /// A number that changes with every [`Store::set_published`], for replicas sharing
     /// the store to notice another's publication; `None` where the store is not shared.

@@ -29,7 +29,7 @@ use deadpool_postgres::GenericClient;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::NoTls;
 
-use super::{from_json, to_json, Event, Session, Store, Turn, TurnCommit, UserKey};
+use super::{from_json, to_json, Event, Session, Store, StoreSignal, Turn, TurnCommit, UserKey};
 use crate::error::{Error, Result};
 use crate::handoff::{
     Agent, EnqueueRequest, HandoffQueue, QueueOp, Ticket, TicketId, TicketMessage, TicketState,
@@ -86,6 +86,8 @@ pub struct PgStore {
     /// of their own: turns waiting for work connections while holding every lock
     /// connection cannot starve each other.
     locks: Pool,
+    /// Signals of every replica, from the `LISTEN kefu` connection ([`listen`]).
+    signals: tokio::sync::broadcast::Sender<StoreSignal>,
     /// `Some` until drop; shut down in the background so dropping inside another
     /// runtime does not panic.
     runtime: Option<tokio::runtime::Runtime>,
@@ -251,6 +253,49 @@ async fn lock_customer(tx: &impl GenericClient, tenant: &str, user: &str) -> Res
     Ok(())
 }
 
+/// The `NOTIFY` channel of kefu's signals; payloads are JSON [`StoreSignal`]s.
+const CHANNEL: &str = "kefu";
+
+/// Tells every replica (once this transaction commits) that `signal` happened.
+async fn notify(tx: &impl GenericClient, signal: &StoreSignal) -> Result<()> {
+    let payload = serde_json::to_string(signal)
+        .map_err(|e| Error::Store(format!("cannot encode a signal: {e}")))?;
+    tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &payload])
+        .await
+        .map_err(db_err)?;
+    Ok(())
+}
+
+/// Keeps one connection listening on [`CHANNEL`] and forwards what arrives; reconnects
+/// after a second when the connection ends (signals sent meanwhile are lost, which
+/// readers tolerate by re-reading periodically).
+async fn listen(config: tokio_postgres::Config, out: tokio::sync::broadcast::Sender<StoreSignal>) {
+    use futures_util::StreamExt;
+    loop {
+        if let Ok((client, mut connection)) = config.connect(NoTls).await {
+            let forward = out.clone();
+            let driver = tokio::spawn(async move {
+                let mut messages =
+                    futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+                while let Some(Ok(m)) = messages.next().await {
+                    if let tokio_postgres::AsyncMessage::Notification(n) = m {
+                        if let Ok(signal) = serde_json::from_str::<StoreSignal>(n.payload()) {
+                            // No receiver yet (no server running): nothing to tell.
+                            let _ = forward.send(signal);
+                        }
+                    }
+                }
+            });
+            if client.batch_execute("LISTEN kefu").await.is_ok() {
+                let _ = driver.await;
+            } else {
+                driver.abort();
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+}
+
 async fn load_ticket_for_update(tx: &impl GenericClient, id: TicketId) -> Result<Ticket> {
     let row = tx
         .query_opt(
@@ -345,6 +390,7 @@ async fn tx_post(tx: &impl GenericClient, id: TicketId, msg: &TicketMessage) -> 
         }
         _ => return Err(wrong_state(&t, "open for this message")),
     }
+    notify(tx, &StoreSignal::Customer(t.customer.clone())).await?;
     tx.execute(
         "INSERT INTO kefu_ticket_messages (ticket, seq, body) VALUES ($1, $2, $3)",
         &[&to_i64(id), &to_i64(msg.seq), &to_json(msg)?],
@@ -358,6 +404,7 @@ async fn tx_transition(tx: &impl GenericClient, id: TicketId, change: &Change) -
     let mut t = load_ticket_for_update(tx, id).await?;
     let handled = change.apply(&mut t)?;
     update_ticket(tx, &t).await?;
+    notify(tx, &StoreSignal::Customer(t.customer.clone())).await?;
     if let Some(secs) = handled {
         tx.execute("INSERT INTO kefu_handled (secs) VALUES ($1)", &[&secs])
             .await
@@ -426,9 +473,12 @@ impl PgStore {
                 .build()
                 .map_err(db_err)
         };
+        let (signals, _) = tokio::sync::broadcast::channel(1024);
+        runtime.spawn(listen(config.clone(), signals.clone()));
         let store = PgStore {
             pool: pool(16)?,
             locks: pool(64)?,
+            signals,
             runtime: Some(runtime),
         };
         store.migrate()?;
@@ -711,17 +761,24 @@ impl Store for PgStore {
 
     fn set_published(&self, bundle: &[u8]) -> Result<()> {
         let bundle = bundle.to_vec();
-        self.run(move |c| async move {
-            c.execute(
-                "INSERT INTO kefu_meta (name, value, version) VALUES ($1, $2, 1) \
+        self.transaction(move |c| {
+            Box::pin(async move {
+                notify(c, &StoreSignal::Published).await?;
+                c.execute(
+                    "INSERT INTO kefu_meta (name, value, version) VALUES ($1, $2, 1) \
                  ON CONFLICT (name) DO UPDATE \
                  SET value = excluded.value, version = kefu_meta.version + 1",
-                &[&PUBLISHED, &bundle],
-            )
-            .await
-            .map_err(db_err)?;
-            Ok(())
+                    &[&PUBLISHED, &bundle],
+                )
+                .await
+                .map_err(db_err)?;
+                Ok(())
+            })
         })
+    }
+
+    fn signals(&self) -> Option<tokio::sync::broadcast::Receiver<StoreSignal>> {
+        Some(self.signals.subscribe())
     }
 
     /// The version of the published content, bumped by every [`Store::set_published`]:

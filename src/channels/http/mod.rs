@@ -317,6 +317,11 @@ pub async fn serve(
     let (state, extra_routes) = extra(state);
     let app = router(state.clone()).merge(extra_routes);
     let duties = tokio::spawn(background(state.clone()));
+    // Other replicas' changes (PostgreSQL store): wake live streams, load content.
+    let relay = engine
+        .store()
+        .signals()
+        .map(|rx| tokio::spawn(relay_signals(state.clone(), rx)));
     let shutdown = async move {
         stop.await;
         tracing::info!("shutting down: finishing requests in flight");
@@ -327,6 +332,9 @@ pub async fn serve(
         .await
         .map_err(|e| crate::Error::io("listener", e));
     duties.abort();
+    if let Some(r) = relay {
+        r.abort();
+    }
     let flushed = tokio::task::spawn_blocking(move || engine.store().flush())
         .await
         .map_err(|e| crate::Error::Store(format!("flush at shutdown: {e}")))?;
@@ -382,6 +390,32 @@ async fn background(state: Arc<AppState>) {
                 "could not load published content: {}",
                 e.message
             );
+        }
+    }
+}
+
+/// Forwards the store's signals (changes other replicas committed) to this replica's
+/// live streams and content. A lagging receiver skips ahead: streams re-read anyway.
+async fn relay_signals(
+    state: Arc<AppState>,
+    mut signals: tokio::sync::broadcast::Receiver<crate::store::StoreSignal>,
+) {
+    use crate::store::StoreSignal;
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        match signals.recv().await {
+            Ok(StoreSignal::Customer(key)) => state.customer_changed(&key, None),
+            Ok(StoreSignal::Published) => {
+                if let Err(e) = state.blocking(|e| e.refresh_published()).await {
+                    tracing::error!(
+                        code = e.code,
+                        "could not load published content: {}",
+                        e.message
+                    );
+                }
+            }
+            Err(RecvError::Lagged(_)) => continue,
+            Err(RecvError::Closed) => return,
         }
     }
 }
