@@ -54,7 +54,7 @@ async fn post(
 
 /// The shared database and two replicas, each with its own working directory (their
 /// `--data` directories are unused: the store is PostgreSQL).
-fn replicas() -> Option<(TempPostgres, Vec<tempfile::TempDir>, Server, Server)> {
+fn replicas() -> Option<(TempPostgres, String, Vec<tempfile::TempDir>, Server, Server)> {
     let pg = TempPostgres::start()?;
     let url = pg.database();
     let conf = config(&format!(
@@ -63,12 +63,12 @@ fn replicas() -> Option<(TempPostgres, Vec<tempfile::TempDir>, Server, Server)> 
     let dirs = vec![tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
     let a = Server::start(dirs[0].path(), &conf);
     let b = Server::start(dirs[1].path(), &conf);
-    Some((pg, dirs, a, b))
+    Some((pg, url, dirs, a, b))
 }
 
 #[tokio::test]
 async fn an_agent_on_replica_b_serves_a_customer_of_replica_a() {
-    let Some((_pg, _dirs, a, b)) = replicas() else {
+    let Some((_pg, _url, _dirs, a, b)) = replicas() else {
         return;
     };
     let c = client();
@@ -173,7 +173,7 @@ fn bundled_upload() -> Vec<Value> {
 
 #[tokio::test]
 async fn content_published_on_one_replica_is_served_by_both() {
-    let Some((_pg, _dirs, a, b)) = replicas() else {
+    let Some((_pg, _url, _dirs, a, b)) = replicas() else {
         return;
     };
     let c = client();
@@ -208,5 +208,155 @@ async fn content_published_on_one_replica_is_served_by_both() {
     for s in [&a, &b] {
         let r = say(&c, s, json!({"user": "u", "text": "鹦鹉存单是什么"})).await;
         assert_eq!(r["entry"], "zz-parrot", "{r}");
+    }
+}
+
+/// SIGKILL one replica under load: every message it acknowledged is in the database
+/// with its reply, no chat was claimed twice, and customers carry on with the other
+/// replica, where a channel retry of an acknowledged message gets the same reply.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replica_killed_under_load_loses_nothing_acknowledged() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+    let Some((_pg, url, _dirs, a, b)) = replicas() else {
+        return;
+    };
+    let c = client();
+    let a_base = Arc::new(a.base.clone());
+    let acked = Arc::new(AtomicUsize::new(0));
+    let acks: Arc<Mutex<Vec<(String, String, Value)>>> = Arc::default();
+    let texts = ["信用卡年费怎么收", "转人工", "还在吗", "转账限额是多少"];
+    let mut customers = Vec::new();
+    for n in 0..6 {
+        let (c, base, acked, acks) = (c.clone(), a_base.clone(), acked.clone(), acks.clone());
+        customers.push(tokio::spawn(async move {
+            let user = format!("load{n}");
+            for i in 0.. {
+                let id = format!("{user}-{i}");
+                let body = json!({"user": user, "text": texts[i % texts.len()], "message_id": id});
+                let res = c
+                    .post(format!("{base}/v1/messages"))
+                    .json(&body)
+                    .send()
+                    .await;
+                let Ok(res) = res else { return };
+                if res.status() != 200 {
+                    return;
+                }
+                let Ok(reply) = res.json::<Value>().await else {
+                    return;
+                };
+                acks.lock().unwrap().push((user.clone(), id, reply));
+                acked.fetch_add(1, Ordering::SeqCst);
+            }
+        }));
+    }
+    // Agents on both replicas take chats as they come and close them.
+    let stop = Arc::new(AtomicBool::new(false));
+    let claims: Arc<Mutex<Vec<u64>>> = Arc::default();
+    let mut agents = Vec::new();
+    for (agent, base) in [("head", b.base.clone()), ("a0571", a.base.clone())] {
+        let (c, stop, claims) = (c.clone(), stop.clone(), claims.clone());
+        agents.push(tokio::spawn(async move {
+            while !stop.load(Ordering::SeqCst) {
+                let res = c
+                    .post(format!("{base}/v1/agent/claim"))
+                    .bearer_auth(token(agent))
+                    .json(&json!({}))
+                    .send()
+                    .await;
+                let Ok(res) = res else { return };
+                if res.status() != 200 {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+                let Ok(t) = res.json::<Value>().await else {
+                    return;
+                };
+                let ticket = t["ticket"].as_u64().unwrap();
+                claims.lock().unwrap().push(ticket);
+                let _ = c
+                    .post(format!("{base}/v1/agent/chats/{ticket}/close"))
+                    .bearer_auth(token(agent))
+                    .json(&json!({}))
+                    .send()
+                    .await;
+            }
+        }));
+    }
+    while acked.load(Ordering::SeqCst) < 60 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &a.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    for t in customers {
+        t.await.unwrap();
+    }
+    stop.store(true, Ordering::SeqCst);
+    for t in agents {
+        t.await.unwrap();
+    }
+
+    // No chat was claimed twice.
+    let mut claimed = claims.lock().unwrap().clone();
+    let total = claimed.len();
+    claimed.sort_unstable();
+    claimed.dedup();
+    assert_eq!(claimed.len(), total, "a chat was claimed twice: {claims:?}");
+    assert!(
+        total > 0,
+        "the agents claimed nothing: the test proves nothing"
+    );
+    eprintln!(
+        "killed replica A after {} acknowledged messages; {total} chats claimed",
+        acked.load(Ordering::SeqCst)
+    );
+
+    // Every acknowledged message is stored, with its reply and its transcript line.
+    let acks = acks.lock().unwrap().clone();
+    let check = acks.clone();
+    tokio::task::spawn_blocking(move || {
+        use kefu::store::{PgStore, Speaker, Store, UserKey};
+        let store = PgStore::connect(&url).unwrap();
+        for (user, id, _) in &check {
+            let key = UserKey::new("bank", user.as_str());
+            assert!(
+                store.processed(&key, id).unwrap().is_some(),
+                "acknowledged {id} is lost"
+            );
+        }
+        for n in 0..6 {
+            let user = format!("load{n}");
+            let key = UserKey::new("bank", user.as_str());
+            let said = store
+                .transcript(&key)
+                .unwrap()
+                .iter()
+                .filter(|t| t.from == Speaker::Customer)
+                .count();
+            let sent = check.iter().filter(|(u, _, _)| *u == user).count();
+            assert!(said >= sent, "{user}: {said} lines for {sent} acknowledged");
+        }
+    })
+    .await
+    .unwrap();
+
+    // The customers carry on with replica B; a retry of what A acknowledged gets A's reply.
+    for n in 0..6 {
+        let user = format!("load{n}");
+        if let Some((_, id, reply)) = acks.iter().rev().find(|(u, _, _)| *u == user) {
+            let retry = say(
+                &c,
+                &b,
+                json!({"user": user, "text": "重发", "message_id": id}),
+            )
+            .await;
+            assert_eq!(&retry, reply, "retry of {id} on replica B");
+        }
+        let r = say(&c, &b, json!({"user": user, "text": "银行卡丢了怎么办"})).await;
+        assert!(r["kind"].is_string(), "{r}");
     }
 }
