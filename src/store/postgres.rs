@@ -1076,3 +1076,73 @@ impl HandoffQueue for PgStore {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ticket(state: TicketState) -> Ticket {
+        Ticket {
+            id: 1,
+            customer: UserKey::new("bank", "u"),
+            state,
+            enqueued_at: 0,
+            queue_key: 1,
+            group: None,
+            reason: String::new(),
+            intent: None,
+            candidates: vec![],
+            transcript: vec![],
+            left_message: false,
+            timeout_notified: false,
+        }
+    }
+
+    /// The state checks are the sled queue's: only a queued chat is claimed, only its
+    /// holder releases or closes it, and closing reports the handling time.
+    #[test]
+    fn changes_check_the_state_they_start_from() {
+        let claim = |agent: &str| Change::Claim {
+            agent: agent.into(),
+            now: 10,
+        };
+        let mut t = ticket(TicketState::Queued);
+        assert_eq!(claim("a").apply(&mut t).unwrap(), None);
+        assert!(matches!(claim("b").apply(&mut t), Err(Error::Conflict(_))));
+        let release_b = Change::Release { agent: "b".into() };
+        assert!(matches!(release_b.apply(&mut t), Err(Error::Conflict(_))));
+        let close = |agent: &str| Change::Close {
+            agent: agent.into(),
+            summary: Some("卡号6222021234567890".into()),
+            now: 70,
+        };
+        assert!(matches!(close("b").apply(&mut t), Err(Error::Conflict(_))));
+        assert_eq!(close("a").apply(&mut t).unwrap(), Some(60));
+        match &t.state {
+            TicketState::Closed { summary, .. } => {
+                assert!(!summary.as_deref().unwrap().contains("6222021234567890"))
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            Change::Cancel { now: 80 }.apply(&mut t),
+            Err(Error::Conflict(_))
+        ));
+        let expire = Change::Expire {
+            now: 90,
+            return_to_bot: true,
+        };
+        let mut q = ticket(TicketState::Queued);
+        expire.apply(&mut q).unwrap();
+        assert!(q.timeout_notified);
+        assert_eq!(q.state, TicketState::Returned { at: 90 });
+        assert!(matches!(expire.apply(&mut q), Err(Error::Conflict(_))));
+    }
+
+    #[test]
+    fn ids_round_trip_and_negative_ids_are_refused() {
+        assert_eq!(to_u64(to_i64(42)).unwrap(), 42);
+        assert_eq!(to_i64(u64::MAX), i64::MAX);
+        assert!(to_u64(-1).is_err());
+    }
+}
