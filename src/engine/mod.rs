@@ -355,9 +355,9 @@ impl Engine {
         let content = published.as_ref().unwrap_or(content);
         let (kb, intents) = content.load()?;
         let mut engine = Engine::assemble_on(kb, intents, store, queue, &local, config)?;
-        if prefer_published {
-            engine.published_seen = std::sync::atomic::AtomicU64::new(stamp.unwrap_or(0));
-        }
+        // Publications from now on are loaded (`refresh_published`); the one already in
+        // the store was used or, with explicit content, deliberately not.
+        engine.published_seen = std::sync::atomic::AtomicU64::new(stamp.unwrap_or(0));
         if let Some(k) = Arc::get_mut(
             engine
                 .knowledge
@@ -413,8 +413,11 @@ impl Engine {
             return Ok(false);
         };
         let content: ContentBundle = from_json(&bytes)?;
-        let (kb, intents) = content.load()?;
-        self.install(kb, intents, content.version())?;
+        // This replica's own publication is serving already: no second index build.
+        if content.version() != self.version() {
+            let (kb, intents) = content.load()?;
+            self.install(kb, intents, content.version())?;
+        }
         self.published_seen.store(stamp, Ordering::Release);
         Ok(true)
     }
