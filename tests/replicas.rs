@@ -72,11 +72,16 @@ async fn an_agent_on_replica_b_serves_a_customer_of_replica_a() {
         return;
     };
     let c = client();
+    let mut desk_a = Sse::open(&c, &a.url("/v1/agent/events"), Some(&token("head"))).await;
+    let mut desk_b = Sse::open(&c, &b.url("/v1/agent/events"), Some(&token("head"))).await;
     let r = say(&c, &a, json!({"user": "wang", "text": "信用卡年费怎么收"})).await;
     assert_eq!(r["kind"], "answer", "{r}");
     let r = say(&c, &a, json!({"user": "wang", "text": "转人工"})).await;
     assert_eq!(r["kind"], "handoff", "{r}");
     let ticket = r["handoff"]["ticket"].as_u64().unwrap();
+    // The agent desk on B hears of the chat queued on A.
+    let ev: Value = serde_json::from_str(&desk_b.until("chat_queued", 10).await).unwrap();
+    assert_eq!(ev["ticket"], ticket);
     let mut stream = Sse::open(&c, &a.url("/v1/messages/stream?user=wang"), None).await;
     let st: Value = serde_json::from_str(&stream.until("handoff", 10).await).unwrap();
     assert_eq!(st["state"], "queued");
@@ -91,6 +96,8 @@ async fn an_agent_on_replica_b_serves_a_customer_of_replica_a() {
     // A's live stream hears of B's claim at once (LISTEN/NOTIFY, not its 20 s re-read).
     let st: Value = serde_json::from_str(&stream.until("handoff", 10).await).unwrap();
     assert_eq!(st["state"], "claimed");
+    let ev: Value = serde_json::from_str(&desk_a.until("chat_claimed", 10).await).unwrap();
+    assert_eq!(ev["ticket"], ticket, "A's desk hears B's claim");
     // Another agent on replica A cannot take it any more.
     let (status, taken) = post(
         &c,

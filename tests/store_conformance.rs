@@ -564,6 +564,7 @@ fn postgres_replicas_hear_each_others_changes() {
     let a = PgStore::connect(&url).unwrap();
     let b = PgStore::connect(&url).unwrap();
     let mut heard = b.signals().unwrap();
+    let mut own = a.signals().unwrap();
     let next = |rx: &mut tokio::sync::broadcast::Receiver<StoreSignal>| {
         for _ in 0..200 {
             match rx.try_recv() {
@@ -598,4 +599,18 @@ fn postgres_replicas_hear_each_others_changes() {
             other => assert_eq!(other, StoreSignal::Customer(t.customer.clone())),
         }
     }
+    // A desk event announced outside any transaction travels the same way.
+    let desk = StoreSignal::Agent {
+        kind: "chat_claimed".into(),
+        ticket: t.id,
+        tenant: "bank".into(),
+        group: None,
+    };
+    a.announce(desk.clone());
+    assert_eq!(next(&mut heard), desk);
+    // A replica does not hear itself (it signals its own streams directly).
+    assert!(matches!(
+        own.try_recv(),
+        Err(tokio::sync::broadcast::error::TryRecvError::Empty)
+    ));
 }

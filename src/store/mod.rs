@@ -177,6 +177,14 @@ pub enum StoreSignal {
     Customer(UserKey),
     /// New content was published: load it.
     Published,
+    /// Queue activity for agents' live views (`chat_queued`, `chat_claimed`, …), as the
+    /// server announced it ([`Store::announce`]).
+    Agent {
+        kind: String,
+        ticket: u64,
+        tenant: String,
+        group: Option<String>,
+    },
 }
 
 /// A held customer lock ([`Store::lock_customer`]); released on drop.
@@ -205,13 +213,18 @@ pub trait Store: Send + Sync {
     fn lock_customer(&self, _key: &UserKey) -> Result<Option<CustomerLock>> {
         Ok(None)
     }
-    /// Changes made by any process sharing the store, as they commit (PostgreSQL:
-    /// `LISTEN/NOTIFY`); `None` where one process owns the store and signals itself.
+    /// Changes made by the other processes sharing the store, as they commit
+    /// (PostgreSQL: `LISTEN/NOTIFY`; a process does not hear its own, it signals itself
+    /// locally); `None` where one process owns the store.
     /// Best effort: a signal can be missed while reconnecting, so readers still re-read
     /// now and then.
     fn signals(&self) -> Option<tokio::sync::broadcast::Receiver<StoreSignal>> {
         None
     }
+    /// Tells the other processes sharing the store about `signal`, without waiting
+    /// (agent desk events happen outside the store's transactions). A no-op where no
+    /// other process shares the store.
+    fn announce(&self, _signal: StoreSignal) {}
     /// A number that changes with every [`Store::set_published`], for replicas sharing
     /// the store to notice another's publication; `None` where the store is not shared.
     fn published_version(&self) -> Result<Option<u64>> {

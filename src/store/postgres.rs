@@ -86,8 +86,10 @@ pub struct PgStore {
     /// of their own: turns waiting for work connections while holding every lock
     /// connection cannot starve each other.
     locks: Pool,
-    /// Signals of every replica, from the `LISTEN kefu` connection ([`listen`]).
+    /// Signals of the other replicas, from the `LISTEN kefu` connection ([`listen`]).
     signals: tokio::sync::broadcast::Sender<StoreSignal>,
+    /// This store's random id in the signals it sends.
+    origin: u64,
     /// `Some` until drop; shut down in the background so dropping inside another
     /// runtime does not panic.
     runtime: Option<tokio::runtime::Runtime>,
@@ -256,10 +258,24 @@ async fn lock_customer(tx: &impl GenericClient, tenant: &str, user: &str) -> Res
 /// The `NOTIFY` channel of kefu's signals; payloads are JSON [`StoreSignal`]s.
 const CHANNEL: &str = "kefu";
 
-/// Tells every replica (once this transaction commits) that `signal` happened.
-async fn notify(tx: &impl GenericClient, signal: &StoreSignal) -> Result<()> {
-    let payload = serde_json::to_string(signal)
-        .map_err(|e| Error::Store(format!("cannot encode a signal: {e}")))?;
+/// A signal as sent: who sent it, so a replica skips its own (it signalled itself).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Envelope {
+    origin: u64,
+    signal: StoreSignal,
+}
+
+fn envelope(origin: u64, signal: &StoreSignal) -> Result<String> {
+    serde_json::to_string(&Envelope {
+        origin,
+        signal: signal.clone(),
+    })
+    .map_err(|e| Error::Store(format!("cannot encode a signal: {e}")))
+}
+
+/// Tells every other replica (once this transaction commits) that `signal` happened.
+async fn notify(tx: &impl GenericClient, origin: u64, signal: &StoreSignal) -> Result<()> {
+    let payload = envelope(origin, signal)?;
     tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &payload])
         .await
         .map_err(db_err)?;
@@ -269,7 +285,11 @@ async fn notify(tx: &impl GenericClient, signal: &StoreSignal) -> Result<()> {
 /// Keeps one connection listening on [`CHANNEL`] and forwards what arrives; reconnects
 /// after a second when the connection ends (signals sent meanwhile are lost, which
 /// readers tolerate by re-reading periodically).
-async fn listen(config: tokio_postgres::Config, out: tokio::sync::broadcast::Sender<StoreSignal>) {
+async fn listen(
+    config: tokio_postgres::Config,
+    origin: u64,
+    out: tokio::sync::broadcast::Sender<StoreSignal>,
+) {
     use futures_util::StreamExt;
     loop {
         if let Ok((client, mut connection)) = config.connect(NoTls).await {
@@ -279,9 +299,10 @@ async fn listen(config: tokio_postgres::Config, out: tokio::sync::broadcast::Sen
                     futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
                 while let Some(Ok(m)) = messages.next().await {
                     if let tokio_postgres::AsyncMessage::Notification(n) = m {
-                        if let Ok(signal) = serde_json::from_str::<StoreSignal>(n.payload()) {
-                            // No receiver yet (no server running): nothing to tell.
-                            let _ = forward.send(signal);
+                        match serde_json::from_str::<Envelope>(n.payload()) {
+                            // No receiver (no server running): nothing to tell.
+                            Ok(e) if e.origin != origin => drop(forward.send(e.signal)),
+                            _ => {}
                         }
                     }
                 }
@@ -378,7 +399,12 @@ async fn tx_enqueue(tx: &impl GenericClient, fresh: &Ticket) -> Result<Ticket> {
 
 /// Appends a message after checking under the ticket's row lock that the chat is open
 /// for it: a message must not land on a chat closed a moment ago.
-async fn tx_post(tx: &impl GenericClient, id: TicketId, msg: &TicketMessage) -> Result<()> {
+async fn tx_post(
+    tx: &impl GenericClient,
+    origin: u64,
+    id: TicketId,
+    msg: &TicketMessage,
+) -> Result<()> {
     let t = load_ticket_for_update(tx, id).await?;
     match (&t.state, msg.from, msg.agent.as_deref()) {
         (TicketState::Queued | TicketState::Claimed { .. }, Speaker::Customer, _) => {}
@@ -390,7 +416,7 @@ async fn tx_post(tx: &impl GenericClient, id: TicketId, msg: &TicketMessage) -> 
         }
         _ => return Err(wrong_state(&t, "open for this message")),
     }
-    notify(tx, &StoreSignal::Customer(t.customer.clone())).await?;
+    notify(tx, origin, &StoreSignal::Customer(t.customer.clone())).await?;
     tx.execute(
         "INSERT INTO kefu_ticket_messages (ticket, seq, body) VALUES ($1, $2, $3)",
         &[&to_i64(id), &to_i64(msg.seq), &to_json(msg)?],
@@ -400,11 +426,16 @@ async fn tx_post(tx: &impl GenericClient, id: TicketId, msg: &TicketMessage) -> 
     Ok(())
 }
 
-async fn tx_transition(tx: &impl GenericClient, id: TicketId, change: &Change) -> Result<Ticket> {
+async fn tx_transition(
+    tx: &impl GenericClient,
+    origin: u64,
+    id: TicketId,
+    change: &Change,
+) -> Result<Ticket> {
     let mut t = load_ticket_for_update(tx, id).await?;
     let handled = change.apply(&mut t)?;
     update_ticket(tx, &t).await?;
-    notify(tx, &StoreSignal::Customer(t.customer.clone())).await?;
+    notify(tx, origin, &StoreSignal::Customer(t.customer.clone())).await?;
     if let Some(secs) = handled {
         tx.execute("INSERT INTO kefu_handled (secs) VALUES ($1)", &[&secs])
             .await
@@ -414,7 +445,7 @@ async fn tx_transition(tx: &impl GenericClient, id: TicketId, change: &Change) -
 }
 
 /// A turn's queue change inside the turn's transaction (see [`QueueOp`]).
-async fn tx_apply(tx: &impl GenericClient, op: &QueueOp) -> Result<()> {
+async fn tx_apply(tx: &impl GenericClient, origin: u64, op: &QueueOp) -> Result<()> {
     match op {
         QueueOp::Enqueue(fresh) => {
             let t = tx_enqueue(tx, fresh).await?;
@@ -425,9 +456,9 @@ async fn tx_apply(tx: &impl GenericClient, op: &QueueOp) -> Result<()> {
                 )));
             }
         }
-        QueueOp::Post { ticket, message } => tx_post(tx, *ticket, message).await?,
+        QueueOp::Post { ticket, message } => tx_post(tx, origin, *ticket, message).await?,
         QueueOp::Cancel { ticket, at } => {
-            tx_transition(tx, *ticket, &Change::Cancel { now: *at }).await?;
+            tx_transition(tx, origin, *ticket, &Change::Cancel { now: *at }).await?;
         }
     }
     Ok(())
@@ -474,11 +505,13 @@ impl PgStore {
                 .map_err(db_err)
         };
         let (signals, _) = tokio::sync::broadcast::channel(1024);
-        runtime.spawn(listen(config.clone(), signals.clone()));
+        let origin = rand::random::<u64>();
+        runtime.spawn(listen(config.clone(), origin, signals.clone()));
         let store = PgStore {
             pool: pool(16)?,
             locks: pool(64)?,
             signals,
+            origin,
             runtime: Some(runtime),
         };
         store.migrate()?;
@@ -584,7 +617,10 @@ impl PgStore {
     }
 
     fn transition(&self, id: TicketId, change: Change) -> Result<Ticket> {
-        self.transaction(move |tx| Box::pin(async move { tx_transition(tx, id, &change).await }))
+        let origin = self.origin;
+        self.transaction(move |tx| {
+            Box::pin(async move { tx_transition(tx, origin, id, &change).await })
+        })
     }
 
     async fn fresh_id(c: &deadpool_postgres::Object) -> Result<u64> {
@@ -693,12 +729,13 @@ impl Store for PgStore {
             queue: c.queue.cloned(),
             at: c.at,
         };
+        let origin = self.origin;
         self.transaction(move |tx| {
             Box::pin(async move {
                 let t = &turn;
                 lock_customer(tx, &t.tenant, &t.user).await?;
                 if let Some(op) = &t.queue {
-                    tx_apply(tx, op).await?;
+                    tx_apply(tx, origin, op).await?;
                 }
                 tx.execute(
                     "INSERT INTO kefu_sessions (tenant, user_id, body) VALUES ($1, $2, $3) \
@@ -761,9 +798,10 @@ impl Store for PgStore {
 
     fn set_published(&self, bundle: &[u8]) -> Result<()> {
         let bundle = bundle.to_vec();
+        let origin = self.origin;
         self.transaction(move |c| {
             Box::pin(async move {
-                notify(c, &StoreSignal::Published).await?;
+                notify(c, origin, &StoreSignal::Published).await?;
                 c.execute(
                     "INSERT INTO kefu_meta (name, value, version) VALUES ($1, $2, 1) \
                  ON CONFLICT (name) DO UPDATE \
@@ -779,6 +817,24 @@ impl Store for PgStore {
 
     fn signals(&self) -> Option<tokio::sync::broadcast::Receiver<StoreSignal>> {
         Some(self.signals.subscribe())
+    }
+
+    fn announce(&self, signal: StoreSignal) {
+        let Some(rt) = self.runtime.as_ref() else {
+            return;
+        };
+        let Ok(payload) = envelope(self.origin, &signal) else {
+            return;
+        };
+        let pool = self.pool.clone();
+        // Fire and forget: a lost desk event is covered by the desk's queue view.
+        rt.spawn(async move {
+            if let Ok(c) = pool.get().await {
+                let _ = c
+                    .execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &payload])
+                    .await;
+            }
+        });
     }
 
     /// The version of the published content, bumped by every [`Store::set_published`]:
@@ -957,6 +1013,7 @@ impl HandoffQueue for PgStore {
 
     fn claim_next(&self, agent: &Agent, now: i64) -> Result<Option<Ticket>> {
         let agent = agent.clone();
+        let origin = self.origin;
         self.transaction(move |tx| {
             Box::pin(async move {
                 // The filter is Agent::may_handle in SQL; rows another agent is claiming
@@ -977,7 +1034,7 @@ impl HandoffQueue for PgStore {
                     agent: agent.id.clone(),
                     now,
                 };
-                tx_transition(tx, id, &change).await.map(Some)
+                tx_transition(tx, origin, id, &change).await.map(Some)
             })
         })
     }
@@ -993,7 +1050,8 @@ impl HandoffQueue for PgStore {
         let seq = self.next_id()?;
         let msg = TicketMessage::new(seq, now, from, agent, text);
         let out = msg.clone();
-        self.transaction(move |tx| Box::pin(async move { tx_post(tx, id, &msg).await }))?;
+        let origin = self.origin;
+        self.transaction(move |tx| Box::pin(async move { tx_post(tx, origin, id, &msg).await }))?;
         Ok(out)
     }
 

@@ -50,6 +50,17 @@ pub struct CustomerSignal {
     pub notice: Option<Reply>,
 }
 
+/// Every [`AgentEvent::kind`].
+const AGENT_EVENT_KINDS: [&str; 7] = [
+    "chat_queued",
+    "customer_message",
+    "chat_cancelled",
+    "chat_claimed",
+    "chat_released",
+    "chat_closed",
+    "chat_timed_out",
+];
+
 /// Queue activity for agents' live views.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct AgentEvent {
@@ -169,7 +180,16 @@ impl AppState {
         });
     }
 
+    /// Tells this replica's agent desks, and through the store the other replicas'.
     pub fn agent_event(&self, e: AgentEvent) {
+        self.engine
+            .store()
+            .announce(crate::store::StoreSignal::Agent {
+                kind: e.kind.to_owned(),
+                ticket: e.ticket,
+                tenant: e.tenant.clone(),
+                group: e.group.clone(),
+            });
         let _ = self.agents.send(e);
     }
 
@@ -369,7 +389,7 @@ async fn background(state: Arc<AppState>) {
                 }
                 for (key, notice) in timeouts {
                     if let Some(h) = &notice.handoff {
-                        let _ = state.agents.send(AgentEvent {
+                        state.agent_event(AgentEvent {
                             kind: "chat_timed_out",
                             ticket: h.ticket,
                             tenant: key.tenant.clone(),
@@ -413,6 +433,24 @@ async fn relay_signals(
                         e.message
                     );
                 }
+            }
+            Ok(StoreSignal::Agent {
+                kind,
+                ticket,
+                tenant,
+                group,
+            }) => {
+                // Kinds are a fixed set (see AgentEvent); an unknown one is from a newer
+                // replica and skipped. Sent to local desks only: no echo to the store.
+                let Some(kind) = AGENT_EVENT_KINDS.iter().find(|k| **k == kind) else {
+                    continue;
+                };
+                let _ = state.agents.send(AgentEvent {
+                    kind,
+                    ticket,
+                    tenant,
+                    group,
+                });
             }
             Err(RecvError::Lagged(_)) => continue,
             Err(RecvError::Closed) => return,
