@@ -367,3 +367,25 @@ async fn a_replica_killed_under_load_loses_nothing_acknowledged() {
         assert!(r["kind"].is_string(), "{r}");
     }
 }
+
+/// A replica whose database cannot be reached does not start, and says why.
+#[test]
+fn an_unreachable_database_stops_the_start_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    // Port 1 on loopback: nothing listens there.
+    std::fs::write(
+        dir.path().join("kefu.toml"),
+        "[store]\nurl = \"postgres://kefu@127.0.0.1:1/kefu\"\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kefu"))
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .current_dir(dir.path())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("PostgreSQL store"), "{err}");
+    assert!(err.contains("refused"), "{err}");
+}

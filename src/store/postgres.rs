@@ -109,8 +109,20 @@ impl Drop for PgStore {
     }
 }
 
-fn db_err(e: impl std::fmt::Display) -> Error {
-    Error::Store(format!("postgres: {e}"))
+/// The error with its causes ("error connecting to server: Connection refused"): the
+/// driver's top-level message alone rarely says what to fix.
+fn db_err(e: impl std::error::Error) -> Error {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = c.source();
+    }
+    Error::Store(format!("postgres: {text}"))
 }
 
 /// Ids are `u64` in kefu and `bigint` in PostgreSQL; the sequence never exceeds i64.
