@@ -37,6 +37,17 @@ pub struct EngineConfig {
     pub alerts: AdminConfig,
     /// The WeChat Official Account channel (`[wechat]`, used by `kefu serve`).
     pub wechat: crate::channels::wechat::WechatConfig,
+    /// Where sessions, transcripts and the hand-off queue live (`[store]`).
+    pub store: StoreConfig,
+}
+
+/// The shared store of replicas. Without `url`, the embedded sled store in `--data`
+/// (one process); with `url = "postgres://…"`, PostgreSQL, which several `kefu serve`
+/// processes may share (see ARCHITECTURE.md, "Replicas on PostgreSQL").
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    pub url: Option<String>,
 }
 
 /// Settings of the HTTP service. Limits protect the engine from one noisy client.
@@ -97,6 +108,7 @@ impl Default for EngineConfig {
             alerts: AdminConfig::default(),
             banking: crate::banking::BankingConfig::default(),
             wechat: crate::channels::wechat::WechatConfig::default(),
+            store: StoreConfig::default(),
         }
     }
 }

@@ -187,9 +187,13 @@ impl Setup {
             }
             None => (ContentBundle::bundled(), false),
         };
+        let store = match &config.store.url {
+            Some(_) => "the PostgreSQL store ([store] url)".to_owned(),
+            None => format!("the store in {}", self.data.display()),
+        };
         // Explicit directories win over content published into the store.
         Engine::open_bundle(&content, Some(&self.data), config, !from_dirs)
-            .with_context(|| format!("cannot start with the store in {}", self.data.display()))
+            .with_context(|| format!("cannot start with {store}"))
     }
 }
 

@@ -217,7 +217,13 @@ pub struct Engine {
     /// Striped per-customer locks: one customer's messages are handled one at a time
     /// (a session is read, changed and written), different customers in parallel.
     locks: Vec<Mutex<()>>,
+    /// The store's publication stamp of the content serving (see
+    /// [`Engine::refresh_published`]); 0 when none was seen.
+    published_seen: std::sync::atomic::AtomicU64,
 }
+
+/// A store, its queue, and the local sled database of what is not shared yet.
+type OpenedStore = (Arc<dyn Store>, Arc<dyn HandoffQueue>, sled::Db);
 
 const LOCK_STRIPES: usize = 64;
 const MAX_ID_LEN: usize = 128;
@@ -250,6 +256,7 @@ impl Engine {
             banking: Arc::new(crate::banking::NotConnected),
             bindings: None,
             locks: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
+            published_seen: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -293,17 +300,48 @@ impl Engine {
         config: EngineConfig,
     ) -> Result<Self> {
         let queue = store.queue()?;
+        let db = store.db().clone();
+        Engine::assemble_on(kb, intents, Arc::new(store), Arc::new(queue), &db, config)
+    }
+
+    /// The engine over any store and queue; the demo banking backend and the binding
+    /// index live in the sled database `local` (with PostgreSQL, a per-process
+    /// temporary one: they are not shared between replicas yet).
+    fn assemble_on(
+        kb: KnowledgeBase,
+        intents: IntentSet,
+        store: Arc<dyn Store>,
+        queue: Arc<dyn HandoffQueue>,
+        local: &sled::Db,
+        config: EngineConfig,
+    ) -> Result<Self> {
         let banking: Arc<dyn BankingBackend> = match config.banking.backend {
-            BackendKind::Demo => Arc::new(crate::banking::demo::DemoBank::open(store.db())?),
+            BackendKind::Demo => Arc::new(crate::banking::demo::DemoBank::open(local)?),
             BackendKind::Http => {
                 Arc::new(crate::banking::http::HttpBank::new(&config.banking.http)?)
             }
         };
-        let bindings = account::BindingIndex::open(store.db())?;
-        let mut engine = Engine::new(kb, intents, Arc::new(store), Arc::new(queue), config)?
-            .with_banking(banking);
+        let bindings = account::BindingIndex::open(local)?;
+        let mut engine = Engine::new(kb, intents, store, queue, config)?.with_banking(banking);
         engine.bindings = Some(bindings);
         Ok(engine)
+    }
+
+    /// Opens the configured store: PostgreSQL when `[store] url` is set (with a
+    /// temporary local sled database for what is not shared yet), else sled in `data`.
+    fn open_store(data: Option<&Path>, config: &EngineConfig) -> Result<OpenedStore> {
+        if let Some(url) = &config.store.url {
+            let pg = Arc::new(crate::store::PgStore::connect(url)?);
+            let local = SledStore::temporary()?;
+            return Ok((pg.clone(), pg, local.db().clone()));
+        }
+        let store = match data {
+            Some(dir) => SledStore::open(dir)?,
+            None => SledStore::temporary()?,
+        };
+        let queue = store.queue()?;
+        let db = store.db().clone();
+        Ok((Arc::new(store), Arc::new(queue), db))
     }
 
     /// Opens the store and serves `content`; with `prefer_published`, the content last
@@ -314,17 +352,18 @@ impl Engine {
         config: EngineConfig,
         prefer_published: bool,
     ) -> Result<Self> {
-        let store = match data {
-            Some(dir) => SledStore::open(dir)?,
-            None => SledStore::temporary()?,
-        };
+        let (store, queue, local) = Engine::open_store(data, &config)?;
+        let stamp = store.published_version()?;
         let published = match store.published()? {
             Some(bytes) if prefer_published => Some(from_json::<ContentBundle>(&bytes)?),
             _ => None,
         };
         let content = published.as_ref().unwrap_or(content);
         let (kb, intents) = content.load()?;
-        let mut engine = Engine::assemble(kb, intents, store, config)?;
+        let mut engine = Engine::assemble_on(kb, intents, store, queue, &local, config)?;
+        // Publications from now on are loaded (`refresh_published`); the one already in
+        // the store was used or, with explicit content, deliberately not.
+        engine.published_seen = std::sync::atomic::AtomicU64::new(stamp.unwrap_or(0));
         if let Some(k) = Arc::get_mut(
             engine
                 .knowledge
@@ -362,6 +401,31 @@ impl Engine {
             version: content.version(),
         });
         Ok(summary)
+    }
+
+    /// Serves what another replica published: when the store's publication stamp
+    /// differs from the one this engine serves, loads the published content and swaps
+    /// it in. Cheap when nothing changed (one small read); a no-op on stores without
+    /// stamps (sled: one process publishes and serves). Returns whether it swapped.
+    pub fn refresh_published(&self) -> Result<bool> {
+        use std::sync::atomic::Ordering;
+        let Some(stamp) = self.store.published_version()? else {
+            return Ok(false);
+        };
+        if stamp == self.published_seen.load(Ordering::Acquire) {
+            return Ok(false);
+        }
+        let Some(bytes) = self.store.published()? else {
+            return Ok(false);
+        };
+        let content: ContentBundle = from_json(&bytes)?;
+        // This replica's own publication is serving already: no second index build.
+        if content.version() != self.version() {
+            let (kb, intents) = content.load()?;
+            self.install(kb, intents, content.version())?;
+        }
+        self.published_seen.store(stamp, Ordering::Release);
+        Ok(true)
     }
 
     fn install(&self, kb: KnowledgeBase, intents: IntentSet, version: String) -> Result<Summary> {
@@ -489,7 +553,7 @@ impl Engine {
         let key = UserKey::new(&msg.tenant, &msg.user);
         // An empty id is no id: as a key it would replay one reply to every message.
         let message_id = msg.message_id.as_deref().filter(|id| !id.is_empty());
-        let _turn = self.lock(&key);
+        let _turn = self.lock(&key)?;
         if let Some(id) = message_id {
             if let Some(stored) = self.store.processed(&key, id)? {
                 return from_json(&stored);
@@ -547,11 +611,22 @@ impl Engine {
         Ok(reply)
     }
 
-    fn lock(&self, key: &UserKey) -> std::sync::MutexGuard<'_, ()> {
+    /// Holds the customer for a whole turn: this process's stripe first, then the
+    /// store's lock when other processes share the store (PostgreSQL replicas), so two
+    /// messages of one customer reaching two replicas are handled one after the other.
+    fn lock(
+        &self,
+        key: &UserKey,
+    ) -> Result<(
+        std::sync::MutexGuard<'_, ()>,
+        Option<crate::store::CustomerLock>,
+    )> {
         let mut h = DefaultHasher::new();
         key.hash(&mut h);
         let stripe = &self.locks[(h.finish() % LOCK_STRIPES as u64) as usize];
-        stripe.lock().unwrap_or_else(|p| p.into_inner())
+        let local = stripe.lock().unwrap_or_else(|p| p.into_inner());
+        let shared = self.store.lock_customer(key)?;
+        Ok((local, shared))
     }
 
     /// Agent messages the customer has not been given yet, for the channel to deliver
@@ -559,7 +634,7 @@ impl Engine {
     /// customer's transcript, and the delivery mark is committed before they are
     /// returned, so each is handed out once.
     pub fn outbox(&self, key: &UserKey) -> Result<Vec<TicketMessage>> {
-        let _turn = self.lock(key);
+        let _turn = self.lock(key)?;
         let Some(mut session) = self.store.session(key)? else {
             return Ok(Vec::new());
         };
@@ -607,7 +682,7 @@ impl Engine {
         dedup_id: Option<&str>,
         at: i64,
     ) -> Result<bool> {
-        let _turn = self.lock(key);
+        let _turn = self.lock(key)?;
         if let Some(id) = dedup_id {
             if self.store.processed(key, id)?.is_some() {
                 return Ok(false);

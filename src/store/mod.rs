@@ -22,6 +22,9 @@ use crate::handoff::{tx_apply, QueueOp, QueueTrees, SledQueue};
 use crate::intents::AuthLevel;
 use crate::retrieval::Band;
 
+pub mod postgres;
+pub use postgres::PgStore;
+
 /// A customer of one tenant (bank or branch deployment).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct UserKey {
@@ -165,6 +168,28 @@ pub struct TurnCommit<'a> {
     pub at: i64,
 }
 
+/// A change another process sharing the store made, for live streams and content
+/// ([`Store::signals`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreSignal {
+    /// The customer's chat changed (state, or a message for or from them): re-read it.
+    Customer(UserKey),
+    /// New content was published: load it.
+    Published,
+    /// Queue activity for agents' live views (`chat_queued`, `chat_claimed`, …), as the
+    /// server announced it ([`Store::announce`]).
+    Agent {
+        kind: String,
+        ticket: u64,
+        tenant: String,
+        group: Option<String>,
+    },
+}
+
+/// A held customer lock ([`Store::lock_customer`]); released on drop.
+pub type CustomerLock = Box<dyn Send>;
+
 pub trait Store: Send + Sync {
     fn session(&self, key: &UserKey) -> Result<Option<Session>>;
     /// The stored reply to a message id already processed, if any.
@@ -182,6 +207,29 @@ pub trait Store: Send + Sync {
     fn published(&self) -> Result<Option<Vec<u8>>>;
     /// Durably records published content; a restart serves it.
     fn set_published(&self, bundle: &[u8]) -> Result<()>;
+    /// Holds `key`'s customer against other processes sharing the store until the
+    /// returned guard drops (a whole turn: read, decide, commit). `None` where one
+    /// process owns the store and the engine's own lock is enough (sled).
+    fn lock_customer(&self, _key: &UserKey) -> Result<Option<CustomerLock>> {
+        Ok(None)
+    }
+    /// Changes made by the other processes sharing the store, as they commit
+    /// (PostgreSQL: `LISTEN/NOTIFY`; a process does not hear its own, it signals itself
+    /// locally); `None` where one process owns the store.
+    /// Best effort: a signal can be missed while reconnecting, so readers still re-read
+    /// now and then.
+    fn signals(&self) -> Option<tokio::sync::broadcast::Receiver<StoreSignal>> {
+        None
+    }
+    /// Tells the other processes sharing the store about `signal`, without waiting
+    /// (agent desk events happen outside the store's transactions). A no-op where no
+    /// other process shares the store.
+    fn announce(&self, _signal: StoreSignal) {}
+    /// A number that changes with every [`Store::set_published`], for replicas sharing
+    /// the store to notice another's publication; `None` where the store is not shared.
+    fn published_version(&self) -> Result<Option<u64>> {
+        Ok(None)
+    }
     /// Makes everything written so far durable (at shutdown).
     fn flush(&self) -> Result<()>;
     fn transcript(&self, key: &UserKey) -> Result<Vec<Turn>>;

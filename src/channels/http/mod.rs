@@ -51,6 +51,17 @@ pub struct CustomerSignal {
     pub notice: Option<Reply>,
 }
 
+/// Every [`AgentEvent::kind`].
+const AGENT_EVENT_KINDS: [&str; 7] = [
+    "chat_queued",
+    "customer_message",
+    "chat_cancelled",
+    "chat_claimed",
+    "chat_released",
+    "chat_closed",
+    "chat_timed_out",
+];
+
 /// Queue activity for agents' live views.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct AgentEvent {
@@ -162,7 +173,16 @@ impl AppState {
         });
     }
 
+    /// Tells this replica's agent desks, and through the store the other replicas'.
     pub fn agent_event(&self, e: AgentEvent) {
+        self.engine
+            .store()
+            .announce(crate::store::StoreSignal::Agent {
+                kind: e.kind.to_owned(),
+                ticket: e.ticket,
+                tenant: e.tenant.clone(),
+                group: e.group.clone(),
+            });
         let _ = self.agents.send(e);
     }
 
@@ -335,6 +355,11 @@ pub async fn serve(
     let (state, extra_routes) = extra(state);
     let app = router(state.clone()).merge(extra_routes);
     let duties = tokio::spawn(background(state.clone()));
+    // Other replicas' changes (PostgreSQL store): wake live streams, load content.
+    let relay = engine
+        .store()
+        .signals()
+        .map(|rx| tokio::spawn(relay_signals(state.clone(), rx)));
     let shutdown = async move {
         stop.await;
         tracing::info!("shutting down: finishing requests in flight");
@@ -345,6 +370,9 @@ pub async fn serve(
         .await
         .map_err(|e| crate::Error::io("listener", e));
     duties.abort();
+    if let Some(r) = relay {
+        r.abort();
+    }
     let flushed = tokio::task::spawn_blocking(move || engine.store().flush())
         .await
         .map_err(|e| crate::Error::Store(format!("flush at shutdown: {e}")))?;
@@ -379,7 +407,7 @@ async fn background(state: Arc<AppState>) {
                 }
                 for (key, notice) in timeouts {
                     if let Some(h) = &notice.handoff {
-                        let _ = state.agents.send(AgentEvent {
+                        state.agent_event(AgentEvent {
                             kind: "chat_timed_out",
                             ticket: h.ticket,
                             tenant: key.tenant.clone(),
@@ -393,6 +421,58 @@ async fn background(state: Arc<AppState>) {
             Err(e) => tracing::error!(code = e.code, "background duties failed: {}", e.message),
         }
         state.limiter.prune();
+        // Content another replica published (PostgreSQL store); a no-op on sled.
+        if let Err(e) = state.blocking(|e| e.refresh_published()).await {
+            tracing::error!(
+                code = e.code,
+                "could not load published content: {}",
+                e.message
+            );
+        }
+    }
+}
+
+/// Forwards the store's signals (changes other replicas committed) to this replica's
+/// live streams and content. A lagging receiver skips ahead: streams re-read anyway.
+async fn relay_signals(
+    state: Arc<AppState>,
+    mut signals: tokio::sync::broadcast::Receiver<crate::store::StoreSignal>,
+) {
+    use crate::store::StoreSignal;
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        match signals.recv().await {
+            Ok(StoreSignal::Customer(key)) => state.customer_changed(&key, None),
+            Ok(StoreSignal::Published) => {
+                if let Err(e) = state.blocking(|e| e.refresh_published()).await {
+                    tracing::error!(
+                        code = e.code,
+                        "could not load published content: {}",
+                        e.message
+                    );
+                }
+            }
+            Ok(StoreSignal::Agent {
+                kind,
+                ticket,
+                tenant,
+                group,
+            }) => {
+                // Kinds are a fixed set (see AgentEvent); an unknown one is from a newer
+                // replica and skipped. Sent to local desks only: no echo to the store.
+                let Some(kind) = AGENT_EVENT_KINDS.iter().find(|k| **k == kind) else {
+                    continue;
+                };
+                let _ = state.agents.send(AgentEvent {
+                    kind,
+                    ticket,
+                    tenant,
+                    group,
+                });
+            }
+            Err(RecvError::Lagged(_)) => continue,
+            Err(RecvError::Closed) => return,
+        }
     }
 }
 
