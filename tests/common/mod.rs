@@ -2,6 +2,7 @@
 //! store in a temp dir.
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod server;
 
 use std::path::{Path, PathBuf};

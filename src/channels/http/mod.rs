@@ -99,6 +99,8 @@ pub struct AppState {
     shutdown: watch::Receiver<bool>,
     pushers: Vec<Arc<dyn CustomerPush>>,
     started: Instant,
+    /// Browser sessions of the agent desk and the content page (cookies).
+    pub sessions: crate::channels::web::Sessions,
 }
 
 impl AppState {
@@ -129,6 +131,7 @@ impl AppState {
             shutdown,
             pushers: Vec::new(),
             started: Instant::now(),
+            sessions: Default::default(),
         })
     }
 
@@ -173,7 +176,7 @@ impl AppState {
         let _ = self.agents.send(e);
     }
 
-    fn admin_ok(&self, token: Option<&str>) -> bool {
+    pub(crate) fn admin_ok(&self, token: Option<&str>) -> bool {
         use sha2::{Digest, Sha256};
         use subtle::ConstantTimeEq;
         match (self.admin_hash, token) {
@@ -262,6 +265,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(agent::routes())
         .merge(admin::routes())
         .merge(ops::routes())
+        .merge(crate::channels::web::router())
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
