@@ -19,6 +19,9 @@ fn shots() -> Option<PathBuf> {
 async fn shot(b: &Browser, name: &str) {
     if let Some(dir) = shots() {
         std::fs::create_dir_all(&dir).unwrap();
+        // The page at the top, and a moment for the last change to be painted.
+        b.js("window.scrollTo(0, 0)", json!([])).await;
+        tokio::time::sleep(std::time::Duration::from_millis(800)).await;
         b.screenshot(&dir.join(name)).await;
     }
 }
@@ -99,7 +102,6 @@ async fn customer_asks_hands_off_and_an_agent_answers_live_in_another_browser() 
         .await;
     let label = customer.text("#log button.option").await;
     assert!(label.starts_with("1. "), "{label}");
-    shot(&customer, "chat.png").await;
     customer.click("#log button.option").await;
     customer
         .wait_for(
@@ -108,6 +110,7 @@ async fn customer_asks_hands_off_and_an_agent_answers_live_in_another_browser() 
             20,
         )
         .await;
+    shot(&customer, "chat.png").await;
     assert_eq!(
         count(&customer, "me", &label).await,
         1,
@@ -158,7 +161,6 @@ async fn customer_asks_hands_off_and_an_agent_answers_live_in_another_browser() 
     wait_text(&agent, "#transcript", "转人工", 10).await;
     assert!(!agent.text("#chat-intent").await.is_empty());
     wait_text(&customer, "#log .msg.system", "已接入", 20).await;
-    shot(&agent, "agent.png").await;
 
     agent
         .type_in("#reply", "您好，我是客服，请问密码的问题解决了吗？")
@@ -181,6 +183,10 @@ async fn customer_asks_hands_off_and_an_agent_answers_live_in_another_browser() 
     // The customer writes; the desk shows it live.
     say(&customer, "没有了，谢谢").await;
     wait_text(&agent, "#transcript", "没有了，谢谢", 20).await;
+    agent.type_in("#search", "忘记密码").await;
+    agent.click("#search-form button").await;
+    wait_text(&agent, "#hits", "插入回复", 20).await;
+    shot(&agent, "agent.png").await;
 
     // 5. The agent closes with a summary; the customer is back with the bot.
     agent.type_in("#summary", "密码问题已解答").await;

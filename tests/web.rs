@@ -51,7 +51,10 @@ async fn sign_in(c: &reqwest::Client, s: &Server, path: &str, tok: &str) -> (Str
     let cookie = r.headers()[SET_COOKIE].to_str().unwrap().to_owned();
     assert!(cookie.contains("HttpOnly"), "{cookie}");
     assert!(cookie.contains("SameSite=Strict"), "{cookie}");
-    assert!(!cookie.contains("Secure"), "not behind https in this test: {cookie}");
+    assert!(
+        !cookie.contains("Secure"),
+        "not behind https in this test: {cookie}"
+    );
     let pair = cookie.split(';').next().unwrap().to_owned();
     let body: Value = r.json().await.unwrap();
     (pair, body["csrf"].as_str().unwrap().to_owned())
