@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use common::browser::{self, Browser, Driver};
 use common::server::{config, token, Server, ADMIN_TOKEN};
+use common::xlsx::GOOD;
 use serde_json::{json, Value};
 
 fn shots() -> Option<PathBuf> {
@@ -402,5 +403,42 @@ async fn a_broken_upload_on_the_content_page_shows_each_error_at_file_and_line()
     admin.click("#publish").await;
     wait_text(&admin, "#result", "未发布", 30).await;
     shot(&admin, "admin.png").await;
+
+    // An Excel workbook goes up as base64; its errors name sheet and cell.
+    let mut bundled: Vec<String> = std::fs::read_dir(common::repo("knowledge-base"))
+        .unwrap()
+        .map(|e| e.unwrap().path().display().to_string())
+        .collect();
+    let xlsx = upload.join("faq.xlsx");
+    std::fs::write(
+        &xlsx,
+        common::xlsx::workbook(&[GOOD[0], ("xl-2", "斑马理财能提前赎回吗", "", "")]),
+    )
+    .unwrap();
+    bundled.push(xlsx.display().to_string());
+    admin.clear("#kb-files").await;
+    admin.type_in("#kb-files", &bundled.join("\n")).await;
+    admin.click("#validate").await;
+    wait_text(
+        &admin,
+        "#problems tr.problem",
+        "knowledge-base/faq.xlsx",
+        30,
+    )
+    .await;
+    wait_text(&admin, "#problems tr.problem", "cell D4", 5).await;
+    std::fs::write(&xlsx, common::xlsx::workbook(GOOD)).unwrap();
+    admin.clear("#kb-files").await;
+    admin.type_in("#kb-files", &bundled.join("\n")).await;
+    admin.click("#validate").await;
+    wait_text(&admin, "#result", "校验通过", 30).await;
+    assert!(admin
+        .js(
+            "return document.getElementById('problems').hidden",
+            json!([])
+        )
+        .await
+        .as_bool()
+        .unwrap());
     admin.quit().await;
 }

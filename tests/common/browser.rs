@@ -236,6 +236,17 @@ impl Browser {
         .await;
     }
 
+    /// Empties an input (a file input forgets its files).
+    pub async fn clear(&self, css: &str) {
+        let e = self.element(css).await;
+        self.cmd(
+            reqwest::Method::POST,
+            &format!("/element/{e}/clear"),
+            Some(json!({})),
+        )
+        .await;
+    }
+
     /// Visible text of the element matching `css`.
     pub async fn text(&self, css: &str) -> String {
         self.js(

@@ -4,6 +4,7 @@
 
 pub mod browser;
 pub mod server;
+pub mod xlsx;
 
 use std::path::{Path, PathBuf};
 
