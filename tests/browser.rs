@@ -150,12 +150,61 @@ async fn customer_asks_hands_off_and_an_agent_answers_live_in_another_browser() 
     let agent = d.browser(&dir.path().join("agent-profile")).await;
     agent_signs_in(&agent, &s).await;
     wait_text(&agent, "#queue li", "等待", 20).await;
-    agent.click("#queue input[type=checkbox]").await;
+    // A second customer (over the API) queues too; the agent claims both at once.
+    let api = reqwest::Client::builder().no_proxy().build().unwrap();
+    let second = |text: &'static str| {
+        api.post(s.url("/v1/messages"))
+            .json(&json!({"user": "second-customer", "text": text}))
+            .send()
+    };
+    assert_eq!(second("转人工").await.unwrap().status(), 200);
+    agent
+        .wait_for(
+            "two queued chats",
+            "return document.querySelectorAll('#queue input[type=checkbox]').length === 2",
+            20,
+        )
+        .await;
+    agent
+        .js(
+            "document.querySelectorAll('#queue input[type=checkbox]').forEach(c => c.click())",
+            json!([]),
+        )
+        .await;
     agent.click("#claim-selected").await;
+    agent
+        .wait_for(
+            "two chats of mine",
+            "return document.querySelectorAll('#mine button').length === 2",
+            20,
+        )
+        .await;
+    let user = customer
+        .js(
+            "return JSON.parse(localStorage.getItem('kefu.chat.v1')).user",
+            json!([]),
+        )
+        .await;
+    agent
+        .js(
+            "Array.from(document.querySelectorAll('#mine button')).find(b => b.textContent.includes(arguments[0])).click()",
+            json!([user]),
+        )
+        .await;
     agent
         .wait_for(
             "the open chat",
             "return !document.getElementById('chat').hidden",
+            20,
+        )
+        .await;
+    wait_text(&agent, "#chat-customer", user.as_str().unwrap(), 10).await;
+    // The other customer writes: a badge on their chat and in the title.
+    assert_eq!(second("我的卡被吞了").await.unwrap().status(), 200);
+    agent
+        .wait_for(
+            "a title badge",
+            "return document.title.startsWith('(1) ') && document.querySelectorAll('#mine .unread').length === 1",
             20,
         )
         .await;
