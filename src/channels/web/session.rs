@@ -176,7 +176,11 @@ struct SignIn {
 }
 
 fn set_cookie(state: &AppState, name: &str, value: &str, max_age: u64) -> HeaderValue {
-    let secure = if state.config.cookie_secure {
+    cookie_header(state.config.cookie_secure, name, value, max_age)
+}
+
+fn cookie_header(secure: bool, name: &str, value: &str, max_age: u64) -> HeaderValue {
+    let secure = if secure {
         "; Secure"
     } else {
         ""
@@ -318,6 +322,19 @@ mod tests {
         h.insert("sec-fetch-site", HeaderValue::from_static("cross-site"));
         assert!(csrf_ok(&h, "t0k", true).is_err());
         assert!(csrf_ok(&h, "t0k", false).is_err());
+    }
+
+    #[test]
+    fn the_cookie_is_http_only_strict_and_secure_when_configured() {
+        let c = cookie_header(true, AGENT_COOKIE, "abc", 60);
+        assert_eq!(
+            c.to_str().unwrap(),
+            "kefu_agent=abc; Path=/; HttpOnly; SameSite=Strict; Max-Age=60; Secure"
+        );
+        assert!(!cookie_header(false, AGENT_COOKIE, "abc", 60)
+            .to_str()
+            .unwrap()
+            .contains("Secure"));
     }
 
     #[test]
