@@ -491,3 +491,87 @@ async fn a_broken_upload_on_the_content_page_shows_each_error_at_file_and_line()
         .unwrap());
     admin.quit().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_connection_loses_no_message_and_shows_none_twice() {
+    let Some((dir, s, d)) = setup().await else {
+        return;
+    };
+    let customer = d.browser(&dir.path().join("customer-profile")).await;
+    customer.goto(&s.url("/")).await;
+    say(&customer, "转人工").await;
+    customer
+        .wait_for(
+            "queue place",
+            "return !document.getElementById('status').hidden",
+            20,
+        )
+        .await;
+    let user = customer
+        .js(
+            "return JSON.parse(localStorage.getItem('kefu.chat.v1')).user",
+            json!([]),
+        )
+        .await;
+    let api = reqwest::Client::builder().no_proxy().build().unwrap();
+    let claimed: Value = api
+        .post(s.url("/v1/agent/claim"))
+        .bearer_auth(token("head"))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(claimed["customer"], user, "{claimed}");
+    let ticket = claimed["ticket"].as_u64().unwrap();
+    let reply = |text: &'static str| {
+        api.post(s.url(&format!("/v1/agent/chats/{ticket}/reply")))
+            .bearer_auth(token("head"))
+            .json(&json!({ "text": text }))
+            .send()
+    };
+    wait_text(&customer, "#log .msg.system", "已接入", 20).await;
+
+    // Off the network: the customer writes, the agent writes.
+    customer.offline(true).await;
+    say(&customer, "我刚才断网了").await;
+    wait_text(&customer, "#status", "正在重新发送", 20).await;
+    assert_eq!(reply("断网期间客服发的消息").await.unwrap().status(), 200);
+    customer.offline(false).await;
+
+    // Back on: the customer's message reaches the agent once, the agent's reaches the
+    // customer once.
+    wait_text(&customer, "#log .msg.agent", "断网期间客服发的消息", 30).await;
+    let chat = || async {
+        api.get(s.url(&format!("/v1/agent/chats/{ticket}")))
+            .bearer_auth(token("head"))
+            .send()
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap()
+    };
+    let mut seen = 0;
+    for _ in 0..100 {
+        let c = chat().await;
+        seen = c["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| m["text"] == "我刚才断网了")
+            .count();
+        if seen > 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert_eq!(seen, 1, "the customer's message reaches the agent once");
+    assert_eq!(reply("恢复后的消息").await.unwrap().status(), 200);
+    wait_text(&customer, "#log .msg.agent", "恢复后的消息", 20).await;
+    assert_eq!(count(&customer, "agent", "断网期间客服发的消息").await, 1);
+    assert_eq!(count(&customer, "me", "我刚才断网了").await, 1);
+    customer.quit().await;
+}

@@ -247,6 +247,19 @@ impl Browser {
         .await;
     }
 
+    /// Takes the browser off the network (or back on), as a dropped mobile connection.
+    pub async fn offline(&self, offline: bool) {
+        self.cmd(
+            reqwest::Method::POST,
+            "/chromium/network_conditions",
+            Some(json!({"network_conditions": {
+                "offline": offline, "latency": 0,
+                "download_throughput": -1, "upload_throughput": -1
+            }})),
+        )
+        .await;
+    }
+
     /// Visible text of the element matching `css`.
     pub async fn text(&self, css: &str) -> String {
         self.js(

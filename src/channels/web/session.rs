@@ -180,11 +180,7 @@ fn set_cookie(state: &AppState, name: &str, value: &str, max_age: u64) -> Header
 }
 
 fn cookie_header(secure: bool, name: &str, value: &str, max_age: u64) -> HeaderValue {
-    let secure = if secure {
-        "; Secure"
-    } else {
-        ""
-    };
+    let secure = if secure { "; Secure" } else { "" };
     HeaderValue::from_str(&format!(
         "{name}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}"
     ))
