@@ -50,12 +50,37 @@ pub struct Driver {
     base: String,
     chromium: PathBuf,
     http: reqwest::Client,
+    profiles: std::sync::Mutex<Vec<PathBuf>>,
 }
 
 impl Drop for Driver {
+    /// Stops chromedriver and every Chromium process of this driver's profiles (found
+    /// by their unique `--user-data-dir` and ended by pid), so a failed test leaves no
+    /// browser behind; Chromium's helper processes can outlive a closed session.
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let profiles = self.profiles.lock().map(|p| p.clone()).unwrap_or_default();
+        let Ok(procs) = std::fs::read_dir("/proc") else {
+            return;
+        };
+        for p in procs.filter_map(|e| e.ok()) {
+            let Ok(pid) = p.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let Ok(cmd) = std::fs::read(p.path().join("cmdline")) else {
+                continue;
+            };
+            let cmd = String::from_utf8_lossy(&cmd);
+            if profiles.iter().any(|dir| {
+                cmd.split('\0')
+                    .any(|arg| arg == format!("--user-data-dir={}", dir.display()))
+            }) {
+                let _ = Command::new("kill")
+                    .args(["-KILL", &pid.to_string()])
+                    .status();
+            }
+        }
     }
 }
 
@@ -79,6 +104,7 @@ impl Driver {
             base: format!("http://127.0.0.1:{port}"),
             chromium: chromium.to_owned(),
             http: reqwest::Client::builder().no_proxy().build().unwrap(),
+            profiles: Default::default(),
         };
         for _ in 0..100 {
             if let Ok(r) = d.http.get(format!("{}/status", d.base)).send().await {
@@ -93,6 +119,9 @@ impl Driver {
 
     /// A new headless browser with a fresh profile in `profile`.
     pub async fn browser(&self, profile: &Path) -> Browser {
+        if let Ok(mut p) = self.profiles.lock() {
+            p.push(profile.to_owned());
+        }
         let caps = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
             "goog:chromeOptions": {
