@@ -26,15 +26,21 @@
     status.hidden = !text;
   }
 
+  // Appends one bubble (the log is never redrawn as a whole, so a screen reader
+  // announces only what is new).
   function add(item) {
     s.items.push(item);
     save();
-    render();
+    const greeting = log.querySelector('.greeting');
+    if (greeting) greeting.remove();
+    log.append(bubble(item, s.items.length - 1));
+    log.scrollTop = log.scrollHeight;
+    showState();
   }
 
-  function bubble(item, index, last) {
+  function bubble(item, index) {
     const names = { me: '我', bot: '智能客服', agent: item.agent || '人工客服' };
-    const li = el('li', { class: 'msg ' + item.from });
+    const li = el('li', { class: 'msg ' + item.from + (index < 0 ? ' greeting' : ''), 'data-index': index });
     if (item.from !== 'system' && item.from !== 'me') li.append(el('span', { class: 'who', text: names[item.from] }));
     li.append(el('span', { class: 'text', text: item.text }));
     if (item.options && item.options.length) {
@@ -42,7 +48,7 @@
       if (item.optionsTitle) box.append(el('span', { class: 'title', text: item.optionsTitle }));
       for (const o of item.options) {
         const b = el('button', { type: 'button', class: 'option', 'data-number': o.number, text: o.number + '. ' + o.label });
-        b.addEventListener('click', () => send(String(o.number), o.number + '. ' + o.label));
+        b.addEventListener('click', () => { send(String(o.number), o.number + '. ' + o.label); input.focus(); });
         box.append(b);
       }
       li.append(box);
@@ -62,7 +68,7 @@
   function render() {
     clear(log);
     if (!s.items.length) log.append(bubble({ from: 'bot', text: '您好，我是智能客服，请问有什么可以帮您？' }, -1));
-    s.items.forEach((it, i) => log.append(bubble(it, i, i === s.items.length - 1)));
+    s.items.forEach((it, i) => log.append(bubble(it, i)));
     log.scrollTop = log.scrollHeight;
     showState();
   }
@@ -85,7 +91,10 @@
     if (!it) return;
     it.rated = true;
     save();
+    const fb = log.querySelector('li[data-index="' + index + '"] .feedback');
+    if (fb) fb.remove();
     send(good ? '满意' : '没用', good ? '👍' : '👎');
+    input.focus();
   }
 
   function showReply(r) {
@@ -104,7 +113,7 @@
       add({ from: 'bot', kind: r.kind, text: r.text, optionsTitle: r.options_title, options: r.options || [] });
     } else {
       save();
-      render();
+      showState();
     }
   }
 
