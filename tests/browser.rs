@@ -57,6 +57,17 @@ async fn wait_text(b: &Browser, css: &str, text: &str, secs: u64) {
     .await;
 }
 
+/// Every form control of the page has a label.
+async fn all_labeled(b: &Browser) {
+    let unlabeled = b
+        .js(
+            "return Array.from(document.querySelectorAll('input, textarea, select')).filter(e => !(e.labels && e.labels.length) && !e.getAttribute('aria-label')).map(e => e.id)",
+            json!([]),
+        )
+        .await;
+    assert_eq!(unlabeled, json!([]), "controls without a label");
+}
+
 async fn agent_signs_in(b: &Browser, s: &Server) {
     b.goto(&s.url("/agent")).await;
     b.wait_for(
@@ -350,6 +361,7 @@ async fn customer_and_knowledge_base_text_is_shown_as_text_never_as_markup() {
     agent.click("#search-form button").await;
     wait_text(&agent, "#hits", "斑马答案<img src=x onerror=", 20).await;
     no_injection(&agent, "#desk").await;
+    all_labeled(&agent).await;
     agent.click("#hits li.hit button").await;
     let inserted = agent
         .js("return document.getElementById('reply').value", json!([]))
@@ -452,6 +464,7 @@ async fn a_broken_upload_on_the_content_page_shows_each_error_at_file_and_line()
     admin.click("#publish").await;
     wait_text(&admin, "#result", "未发布", 30).await;
     shot(&admin, "admin.png").await;
+    all_labeled(&admin).await;
 
     // An Excel workbook goes up as base64; its errors name sheet and cell.
     let mut bundled: Vec<String> = std::fs::read_dir(common::repo("knowledge-base"))
@@ -573,5 +586,35 @@ async fn a_dropped_connection_loses_no_message_and_shows_none_twice() {
     wait_text(&customer, "#log .msg.agent", "恢复后的消息", 20).await;
     assert_eq!(count(&customer, "agent", "断网期间客服发的消息").await, 1);
     assert_eq!(count(&customer, "me", "我刚才断网了").await, 1);
+    customer.quit().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_chat_works_with_the_keyboard_alone() {
+    let Some((dir, s, d)) = setup().await else {
+        return;
+    };
+    let customer = d.browser(&dir.path().join("customer-profile")).await;
+    customer.goto(&s.url("/")).await;
+    customer.click("#text").await;
+    // Enter sends.
+    customer.keys("密码\u{E007}").await;
+    customer
+        .wait_for(
+            "options",
+            "return document.querySelectorAll('#log button.option').length >= 2",
+            20,
+        )
+        .await;
+    // Shift+Tab from the input reaches the last option; Enter picks it.
+    customer.keys("\u{E008}\u{E004}\u{E000}").await;
+    let focused = customer
+        .js("return document.activeElement.textContent", json!([]))
+        .await;
+    let focused = focused.as_str().unwrap().to_owned();
+    assert!(focused.starts_with("4. "), "focus is on {focused:?}");
+    customer.keys("\u{E007}").await;
+    wait_text(&customer, "#log .msg.me", &focused, 20).await;
+    all_labeled(&customer).await;
     customer.quit().await;
 }

@@ -265,6 +265,21 @@ impl Browser {
         .await;
     }
 
+    /// Types keys into whatever has the focus (WebDriver key codes: Tab is `\u{E004}`,
+    /// Shift `\u{E008}`, Enter `\u{E007}`, `\u{E000}` releases modifiers).
+    pub async fn keys(&self, keys: &str) {
+        let v = self
+            .cmd(reqwest::Method::GET, "/element/active", None)
+            .await;
+        let e = v[ELEMENT].as_str().expect("a focused element").to_owned();
+        self.cmd(
+            reqwest::Method::POST,
+            &format!("/element/{e}/value"),
+            Some(json!({ "text": keys })),
+        )
+        .await;
+    }
+
     /// Empties an input (a file input forgets its files).
     pub async fn clear(&self, css: &str) {
         let e = self.element(css).await;
