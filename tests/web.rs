@@ -37,6 +37,17 @@ async fn pages_and_assets_are_served_with_a_strict_policy() {
         .starts_with("text/javascript"));
     let missing = c.get(s.url("/assets/../kefu.toml")).send().await.unwrap();
     assert_eq!(missing.status(), 404);
+    let api: Value = c
+        .get(s.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for path in ["/v1/agent/session", "/v1/admin/session"] {
+        assert!(api["paths"][path]["post"].is_object(), "{path} documented");
+    }
 }
 
 /// Signs in and returns (cookie pair `name=value`, csrf token).

@@ -435,6 +435,12 @@ pub(crate) fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
         ops::healthz,
         ops::readyz,
         ops::metrics,
+        crate::channels::web::session::agent_sign_in,
+        crate::channels::web::session::agent_whoami,
+        crate::channels::web::session::agent_sign_out,
+        crate::channels::web::session::admin_sign_in,
+        crate::channels::web::session::admin_whoami,
+        crate::channels::web::session::admin_sign_out,
     ),
     components(schemas(error::ErrorBody, error::ErrorDetail))
 )]

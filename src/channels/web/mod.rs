@@ -12,7 +12,7 @@
 //! HttpOnly, SameSite=Strict session cookie ([`session`]); API clients keep using
 //! bearer tokens.
 
-mod session;
+pub(crate) mod session;
 
 use std::sync::Arc;
 

@@ -169,9 +169,11 @@ pub(super) fn routes() -> Router<Arc<AppState>> {
         )
 }
 
-#[derive(Deserialize)]
+/// Sign-in with the agent's or admin's token (sent once; the browser keeps only the
+/// cookie).
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct SignIn {
+pub(crate) struct SignIn {
     token: String,
 }
 
@@ -215,7 +217,10 @@ fn agent_json(a: &Agent, csrf: &str) -> serde_json::Value {
 }
 
 /// Sign the desk in with an agent's token.
-async fn agent_sign_in(
+#[utoipa::path(post, path = "/v1/agent/session", request_body = SignIn,
+    responses((status = 200, description = "signed in: sets the HttpOnly session cookie; body {agent, csrf}"),
+              (status = 401, body = crate::channels::http::error::ErrorBody)))]
+pub(crate) async fn agent_sign_in(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     ApiJson(body): ApiJson<SignIn>,
@@ -239,7 +244,10 @@ async fn agent_sign_in(
 }
 
 /// Who the desk's cookie belongs to, and its CSRF token (after a page reload).
-async fn agent_whoami(
+#[utoipa::path(get, path = "/v1/agent/session",
+    responses((status = 200, description = "{agent, csrf} of the session cookie"),
+              (status = 401, body = crate::channels::http::error::ErrorBody)))]
+pub(crate) async fn agent_whoami(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
@@ -249,12 +257,20 @@ async fn agent_whoami(
     Ok(ApiJson(agent_json(&agent, &csrf)).into_response())
 }
 
-async fn agent_sign_out(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+#[utoipa::path(delete, path = "/v1/agent/session",
+    responses((status = 204, description = "signed out; the cookie is cleared")))]
+pub(crate) async fn agent_sign_out(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Response {
     signed_out(&state, &headers, AGENT_COOKIE)
 }
 
 /// Sign the content page in with the admin token.
-async fn admin_sign_in(
+#[utoipa::path(post, path = "/v1/admin/session", request_body = SignIn,
+    responses((status = 200, description = "signed in: sets the HttpOnly session cookie; body {csrf}"),
+              (status = 401, body = crate::channels::http::error::ErrorBody)))]
+pub(crate) async fn admin_sign_in(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     ApiJson(body): ApiJson<SignIn>,
@@ -274,7 +290,10 @@ async fn admin_sign_in(
     ))
 }
 
-async fn admin_whoami(
+#[utoipa::path(get, path = "/v1/admin/session",
+    responses((status = 200, description = "{csrf} of the session cookie"),
+              (status = 401, body = crate::channels::http::error::ErrorBody)))]
+pub(crate) async fn admin_whoami(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
@@ -288,7 +307,12 @@ async fn admin_whoami(
     }
 }
 
-async fn admin_sign_out(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+#[utoipa::path(delete, path = "/v1/admin/session",
+    responses((status = 204, description = "signed out; the cookie is cleared")))]
+pub(crate) async fn admin_sign_out(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Response {
     signed_out(&state, &headers, ADMIN_COOKIE)
 }
 
