@@ -111,7 +111,7 @@
   // --- one chat --------------------------------------------------------------
   async function open(id) {
     current = id;
-    unread.delete(id);
+    if (!document.hidden) unread.delete(id);
     const r = await call('GET', '/v1/agent/chats/' + id);
     if (r.status !== 200) { $('chat-error').textContent = errorText(r); return; }
     const c = r.body;
@@ -201,9 +201,13 @@
       let ev = {};
       try { ev = JSON.parse(e.data); } catch (_) { /* resync */ }
       if (e.type === 'customer_message' && queue.mine.some((t) => t.ticket === ev.ticket)) {
-        if (ev.ticket === current && !document.hidden) open(current);
-        else { unread.set(ev.ticket, (unread.get(ev.ticket) || 0) + 1); beep(); }
-        if (ev.ticket === current && document.hidden) { unread.set(ev.ticket, (unread.get(ev.ticket) || 0) + 1); beep(); open(current); }
+        // Seen only when it is the open chat of a visible desk; otherwise a badge
+        // (title and list) and a tone.
+        if (ev.ticket !== current || document.hidden) {
+          unread.set(ev.ticket, (unread.get(ev.ticket) || 0) + 1);
+          beep();
+        }
+        if (ev.ticket === current) open(current);
       }
       if (e.type === 'chat_queued') beep();
       refreshQueue();
