@@ -68,6 +68,12 @@ pub struct ServerConfig {
     pub dedup_ttl_secs: i64,
     /// How often the background duties run: hand-off timeouts, dedup expiry (seconds).
     pub sweep_interval_secs: u64,
+    /// Marks the desk's and content page's session cookies `Secure`: set it when kefu
+    /// is reached over https (behind a TLS proxy), so browsers never send them in clear.
+    pub cookie_secure: bool,
+    /// Origins allowed to embed the customer chat page in a frame (the bank's H5 pages);
+    /// empty means the chat can only be framed by kefu's own origin.
+    pub chat_frame_ancestors: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -80,6 +86,8 @@ impl Default for ServerConfig {
             request_timeout_secs: 10,
             dedup_ttl_secs: 7 * 24 * 3600,
             sweep_interval_secs: 15,
+            cookie_secure: false,
+            chat_frame_ancestors: Vec::new(),
         }
     }
 }

@@ -9,6 +9,7 @@
 pub mod bundle;
 pub mod content;
 pub mod wording;
+mod xlsx;
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -133,20 +134,28 @@ impl KnowledgeBase {
                     issues.append(&mut problems);
                     Ok(())
                 }
-                (_, Some("xlsx" | "xls")) => Err(vec![issue(
+                (_, Some("xlsx")) => {
+                    let (found, mut problems) = xlsx::load_xlsx(path);
+                    entries.extend(found);
+                    issues.append(&mut problems);
+                    Ok(())
+                }
+                (_, Some("xls")) => Err(vec![issue(
                     path,
                     1,
                     None,
-                    "spreadsheets are read as CSV or TSV: save the sheet as CSV UTF-8",
+                    "old .xls workbooks are not read: save the sheet as .xlsx or CSV UTF-8",
                 )]),
                 _ => Err(vec![issue(
                     path,
                     1,
                     None,
-                    "unknown file type; expected .toml, .csv or .tsv entries, userdict.txt or synonyms.txt",
+                    "unknown file type; expected .toml, .csv, .tsv or .xlsx entries, userdict.txt or synonyms.txt",
                 )]),
             };
-            if name != wording::REPLIES && matches!(ext.as_deref(), Some("toml" | "csv" | "tsv")) {
+            if name != wording::REPLIES
+                && matches!(ext.as_deref(), Some("toml" | "csv" | "tsv" | "xlsx"))
+            {
                 entry_files += 1;
             }
             if let Err(mut found) = result {
@@ -158,7 +167,7 @@ impl KnowledgeBase {
                 dir,
                 1,
                 None,
-                "no knowledge-base files (.toml, .csv, .tsv) in this directory",
+                "no knowledge-base files (.toml, .csv, .tsv, .xlsx) in this directory",
             ));
         }
         let synonyms = Synonyms::from_groups(synonyms);
@@ -686,52 +695,9 @@ fn load_table(path: &Path, delimiter: u8) -> Loaded {
             )
         }
     };
-    let mut column_of: HashMap<&'static str, usize> = HashMap::new();
+    let headers: Vec<String> = headers.iter().map(str::to_owned).collect();
     let mut issues = Vec::new();
-    for (i, h) in headers.iter().enumerate() {
-        let h = h.trim().to_lowercase();
-        match COLUMNS
-            .iter()
-            .find(|(_, names)| names.contains(&h.as_str()))
-        {
-            Some((name, _)) if column_of.contains_key(name) => issues.push(issue(
-                path,
-                1,
-                Some(i + 1),
-                format!("column \"{h}\" appears twice"),
-            )),
-            Some((name, _)) => {
-                column_of.insert(name, i);
-            }
-            None => issues.push(issue(
-                path,
-                1,
-                Some(i + 1),
-                format!(
-                    "unknown column \"{h}\"; known columns: {}",
-                    COLUMNS
-                        .iter()
-                        .map(|(n, _)| *n)
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            )),
-        }
-    }
-    for required in ["id", "question", "answer"] {
-        if !column_of.contains_key(required) {
-            issues.push(issue(
-                path,
-                1,
-                None,
-                format!("missing required column \"{required}\""),
-            ));
-        }
-    }
-    if !issues.is_empty() {
-        return (Vec::new(), issues);
-    }
-    let mut entries = Vec::new();
+    let mut rows = Vec::new();
     for record in reader.records() {
         let record = match record {
             Ok(r) => r,
@@ -760,14 +726,78 @@ fn load_table(path: &Path, delimiter: u8) -> Loaded {
             ));
             continue;
         }
+        rows.push((line, record.iter().map(str::to_owned).collect()));
+    }
+    let (entries, mut more) = table_entries(path, 1, &headers, rows);
+    issues.append(&mut more);
+    (entries, issues)
+}
+
+/// Entries from a table: a CSV or TSV file, or one sheet of a spreadsheet. `rows` are
+/// the data rows with their line (row) numbers; blank rows are already left out.
+pub(crate) fn table_entries(
+    path: &Path,
+    header_line: usize,
+    headers: &[String],
+    rows: Vec<(usize, Vec<String>)>,
+) -> Loaded {
+    let mut column_of: HashMap<&'static str, usize> = HashMap::new();
+    let mut issues = Vec::new();
+    for (i, h) in headers.iter().enumerate() {
+        let h = h.trim().to_lowercase();
+        match COLUMNS
+            .iter()
+            .find(|(_, names)| names.contains(&h.as_str()))
+        {
+            Some((name, _)) if column_of.contains_key(name) => issues.push(issue(
+                path,
+                header_line,
+                Some(i + 1),
+                format!("column \"{h}\" appears twice"),
+            )),
+            Some((name, _)) => {
+                column_of.insert(name, i);
+            }
+            None => issues.push(issue(
+                path,
+                header_line,
+                Some(i + 1),
+                format!(
+                    "unknown column \"{h}\"; known columns: {}",
+                    COLUMNS
+                        .iter()
+                        .map(|(n, _)| *n)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            )),
+        }
+    }
+    for required in ["id", "question", "answer"] {
+        if !column_of.contains_key(required) {
+            issues.push(issue(
+                path,
+                header_line,
+                None,
+                format!("missing required column \"{required}\""),
+            ));
+        }
+    }
+    if !issues.is_empty() {
+        return (Vec::new(), issues);
+    }
+    let mut entries = Vec::new();
+    for (line, record) in rows {
         let get = |name: &str| {
             column_of
                 .get(name)
                 .and_then(|&i| record.get(i))
-                .map(str::to_owned)
+                .map(String::to_owned)
         };
+        // A blank cell is an empty list; `a||b` still reports its empty item.
         let list = |name: &str| {
             get(name)
+                .filter(|v| !v.trim().is_empty())
                 .map(|v| v.split(['|', '｜']).map(str::to_owned).collect())
                 .unwrap_or_default()
         };

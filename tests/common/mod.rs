@@ -2,8 +2,10 @@
 //! store in a temp dir.
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod postgres;
 pub mod server;
+pub mod xlsx;
 
 use std::path::{Path, PathBuf};
 

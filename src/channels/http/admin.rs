@@ -26,6 +26,10 @@ pub(super) fn routes() -> Router<Arc<AppState>> {
 }
 
 fn admin(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    if bearer(headers).is_none() {
+        // The content page signs in once and sends a session cookie instead.
+        return crate::channels::web::admin_from_cookie(state, headers);
+    }
     if state.admin_ok(bearer(headers)) {
         Ok(())
     } else {

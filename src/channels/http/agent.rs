@@ -33,7 +33,7 @@ pub(super) fn routes() -> Router<Arc<AppState>> {
         .route("/v1/agent/search", get(search))
 }
 
-/// The signed-in agent, from the bearer token.
+/// The signed-in agent, from the bearer token or the desk's session cookie.
 pub(super) struct Me(pub Agent);
 
 impl FromRequestParts<Arc<AppState>> for Me {
@@ -43,7 +43,11 @@ impl FromRequestParts<Arc<AppState>> for Me {
         parts: &mut Parts,
         state: &Arc<AppState>,
     ) -> Result<Self, ApiError> {
-        let token = bearer(&parts.headers).ok_or_else(ApiError::unauthorized)?;
+        let Some(token) = bearer(&parts.headers) else {
+            // Browsers (the desk) sign in once and send a session cookie instead.
+            return crate::channels::web::agent_from_cookie(state, &parts.method, &parts.headers)
+                .map(Me);
+        };
         match state.engine.agents().authenticate(token) {
             Ok(a) => Ok(Me(a.clone())),
             Err(_) => {

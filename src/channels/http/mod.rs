@@ -112,6 +112,8 @@ pub struct AppState {
     shutdown: watch::Receiver<bool>,
     pushers: Vec<Arc<dyn CustomerPush>>,
     started: Instant,
+    /// Browser sessions of the agent desk and the content page (cookies).
+    pub sessions: crate::channels::web::Sessions,
 }
 
 impl AppState {
@@ -133,6 +135,7 @@ impl AppState {
             shutdown,
             pushers: Vec::new(),
             started: Instant::now(),
+            sessions: Default::default(),
         })
     }
 
@@ -186,7 +189,7 @@ impl AppState {
         let _ = self.agents.send(e);
     }
 
-    fn admin_ok(&self, token: Option<&str>) -> bool {
+    pub(crate) fn admin_ok(&self, token: Option<&str>) -> bool {
         token_matches(self.admin_hash, token)
     }
 
@@ -300,6 +303,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(admin::routes())
         .merge(alerts::routes())
         .merge(ops::routes())
+        .merge(crate::channels::web::router())
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
@@ -530,6 +534,12 @@ pub(crate) fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
         ops::healthz,
         ops::readyz,
         ops::metrics,
+        crate::channels::web::session::agent_sign_in,
+        crate::channels::web::session::agent_whoami,
+        crate::channels::web::session::agent_sign_out,
+        crate::channels::web::session::admin_sign_in,
+        crate::channels::web::session::admin_whoami,
+        crate::channels::web::session::admin_sign_out,
     ),
     components(schemas(error::ErrorBody, error::ErrorDetail))
 )]
