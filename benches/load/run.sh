@@ -14,7 +14,7 @@ command -v wrk >/dev/null || { echo "install wrk (apt-get install wrk)" >&2; exi
 cargo build --release --quiet
 work=$(mktemp -d)
 server=""
-trap '[ -n "$server" ] && kill $server 2>/dev/null; rm -rf "$work"' EXIT
+trap 'if [ -n "$server" ]; then kill $server 2>/dev/null || true; fi; rm -rf "$work"' EXIT
 
 admin_token="bench-admin-token-0123456789"
 hash=$(printf '%s' "$admin_token" | ./target/release/kefu hash-token)
@@ -52,8 +52,9 @@ PY
 echo "== HTTP: wrk -t2 -c$conns -d${secs}s against kefu serve ($url), publish at $((secs / 2)) s"
 (sleep $((secs / 2)); curl -s -o "$work/publish.out" -w '%{http_code}' -H "Authorization: Bearer $admin_token" \
    -H 'Content-Type: application/json' --data-binary @"$work/publish.json" "$url/v1/admin/kb/publish" > "$work/publish.code") &
+publisher=$!
 QUESTIONS_FILE=eval/bundled-queries.tsv wrk -t2 -c"$conns" -d"${secs}s" --latency \
   -s benches/load/messages.lua "$url" | tee "$work/wrk"
-wait
+wait "$publisher"
 echo "== publish mid-load: HTTP $(cat "$work/publish.code"), version $(python3 -c 'import json,sys;print(json.load(open(sys.argv[1]))["version"])' "$work/publish.out")"
 grep -q "Non-2xx" "$work/wrk" && echo "!! some requests failed" || echo "== all requests succeeded (no non-2xx responses, no socket errors: see above)"

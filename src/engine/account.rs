@@ -665,7 +665,7 @@ impl TurnState<'_> {
                         Then::Handoff => {
                             session.account.step = None;
                             return self
-                                .escalate(session, "chose 转人工 from an account menu", None)
+                                .escalate(session, "办理业务时选择了转人工", None)
                                 .map(Some);
                         }
                         Then::Branch { branch } => self.branch_menu(session, branch),

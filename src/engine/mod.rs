@@ -1129,7 +1129,7 @@ impl TurnState<'_> {
                     number: n,
                     entry: None,
                 });
-                self.escalate(session, "chose 转人工 from a menu", None)
+                self.escalate(session, "从菜单选择了转人工", None)
             }
         }
     }
@@ -1139,7 +1139,7 @@ impl TurnState<'_> {
             name: m.name.clone(),
         });
         let mut reply = match m.action {
-            Action::Handoff => return self.escalate(session, "customer asked", Some(&m.name)),
+            Action::Handoff => return self.escalate(session, "客户要求转人工", Some(&m.name)),
             Action::Cancel => {
                 let had_menu = session.menu.take().is_some();
                 Reply::new(

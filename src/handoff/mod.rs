@@ -73,7 +73,7 @@ pub struct Ticket {
     pub queue_key: u64,
     #[serde(default)]
     pub group: Option<String>,
-    /// Why the chat was escalated ("customer asked", "repeated fallback", …).
+    /// Why the chat was escalated, in words an agent reads ("客户要求转人工", …).
     #[serde(default)]
     pub reason: String,
     #[serde(default)]
