@@ -7,50 +7,10 @@ mod common;
 use std::time::Duration;
 
 use common::postgres::TempPostgres;
-use common::server::{config, token, Server, Sse, ADMIN_TOKEN};
+use common::server::{
+    bundled_upload, client, config, get, post, say, token, Server, Sse, ADMIN_TOKEN,
+};
 use serde_json::{json, Value};
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(60))
-        .build()
-        .unwrap()
-}
-
-async fn say(c: &reqwest::Client, s: &Server, body: Value) -> Value {
-    let res = c
-        .post(s.url("/v1/messages"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200, "{body}");
-    res.json().await.unwrap()
-}
-
-async fn get(c: &reqwest::Client, s: &Server, path: &str, bearer: &str) -> (u16, Value) {
-    let res = c.get(s.url(path)).bearer_auth(bearer).send().await.unwrap();
-    let status = res.status().as_u16();
-    (status, res.json().await.unwrap_or(Value::Null))
-}
-
-async fn post(
-    c: &reqwest::Client,
-    s: &Server,
-    path: &str,
-    bearer: &str,
-    body: Value,
-) -> (u16, Value) {
-    let res = c
-        .post(s.url(path))
-        .bearer_auth(bearer)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let status = res.status().as_u16();
-    (status, res.json().await.unwrap_or(Value::Null))
-}
 
 /// The shared database and two replicas, each with its own working directory (their
 /// `--data` directories are unused: the store is PostgreSQL).
@@ -159,23 +119,6 @@ async fn an_agent_on_replica_b_serves_a_customer_of_replica_a() {
     )
     .await;
     assert_eq!(first, retry);
-}
-
-fn bundled_upload() -> Vec<Value> {
-    let mut files = Vec::new();
-    for (folder, dir) in [
-        ("knowledge-base", common::repo("knowledge-base")),
-        ("intents", common::repo("intents")),
-    ] {
-        for e in std::fs::read_dir(dir).unwrap() {
-            let p = e.unwrap().path();
-            files.push(json!({
-                "name": format!("{folder}/{}", p.file_name().unwrap().to_string_lossy()),
-                "content": std::fs::read_to_string(&p).unwrap(),
-            }));
-        }
-    }
-    files
 }
 
 #[tokio::test]

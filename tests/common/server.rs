@@ -187,3 +187,70 @@ impl Sse {
         panic!("no `{name}` event within {secs} s");
     }
 }
+
+/// An HTTP client for tests (loopback only, generous timeout for a loaded machine).
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .no_proxy()
+        .build()
+        .unwrap()
+}
+
+/// A customer message; asserts 200 and returns the reply JSON.
+pub async fn say(c: &reqwest::Client, s: &Server, body: serde_json::Value) -> serde_json::Value {
+    let res = c
+        .post(s.url("/v1/messages"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200, "{body}");
+    res.json().await.unwrap()
+}
+
+/// GET with a bearer token: (status, JSON body or null).
+pub async fn get(
+    c: &reqwest::Client,
+    s: &Server,
+    path: &str,
+    bearer: &str,
+) -> (u16, serde_json::Value) {
+    let res = c.get(s.url(path)).bearer_auth(bearer).send().await.unwrap();
+    let status = res.status().as_u16();
+    (status, res.json().await.unwrap_or(serde_json::Value::Null))
+}
+
+/// POST JSON with a bearer token: (status, JSON body or null).
+pub async fn post(
+    c: &reqwest::Client,
+    s: &Server,
+    path: &str,
+    bearer: &str,
+    body: serde_json::Value,
+) -> (u16, serde_json::Value) {
+    let res = c
+        .post(s.url(path))
+        .bearer_auth(bearer)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = res.status().as_u16();
+    (status, res.json().await.unwrap_or(serde_json::Value::Null))
+}
+
+/// The bundled content as an admin upload (`{"name": "knowledge-base/…", "content"}`).
+pub fn bundled_upload() -> Vec<serde_json::Value> {
+    let mut files = Vec::new();
+    for folder in ["knowledge-base", "intents"] {
+        for e in std::fs::read_dir(super::repo(folder)).unwrap() {
+            let p = e.unwrap().path();
+            files.push(serde_json::json!({
+                "name": format!("{folder}/{}", p.file_name().unwrap().to_string_lossy()),
+                "content": std::fs::read_to_string(&p).unwrap(),
+            }));
+        }
+    }
+    files
+}
