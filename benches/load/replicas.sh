@@ -8,6 +8,7 @@
 # Needs wrk and Debian's postgresql (a private server is initialised in a temp dir, on a
 # free 127.0.0.1 port, with durable commits: fsync stays on). Loopback traffic only.
 set -euo pipefail
+keep=${KEEP:-}
 cd "$(dirname "$0")/../.."
 secs=${1:-20}
 conns=${2:-64}
@@ -23,7 +24,7 @@ cleanup() {
   if [ -d "$work/pg" ]; then
     runuser -u postgres -- "$bin/pg_ctl" -D "$work/pg/data" -m fast stop >/dev/null 2>&1 || true
   fi
-  rm -rf "$work"
+  [ -n "$keep" ] || rm -rf "$work"
 }
 trap cleanup EXIT
 
@@ -45,9 +46,12 @@ start() { # name, extra config
 }
 load() { # label, then one URL per replica: the connections are split between them
   local label=$1; shift
-  local n=$# each=$((conns / $#)) i=0 wp=()
+  # Two wrk threads in all, whatever the number of replicas: the client's share of the
+  # 2 cores stays the same in every row.
+  local n=$# each=$((conns / $#)) threads=$((2 / $#)) i=0 wp=()
+  [ "$threads" -ge 1 ] || threads=1
   for u in "$@"; do
-    QUESTIONS_FILE=eval/bundled-queries.tsv wrk -t1 -c"$each" -d"${secs}s" --latency \
+    QUESTIONS_FILE=eval/bundled-queries.tsv wrk -t"$threads" -c"$each" -d"${secs}s" --latency \
       -s benches/load/messages.lua "$u" > "$work/wrk.$label.$i" &
     wp+=($!)
     i=$((i + 1))
