@@ -2,29 +2,12 @@
 
 mod common;
 
+use common::kefu;
+
 use std::io::Write;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
 use common::repo;
-
-fn kefu(args: &[&str], stdin: &[u8], cwd: &std::path::Path) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kefu"))
-        .args(args)
-        .current_dir(cwd)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run kefu");
-    let mut input = child.stdin.take().unwrap();
-    let stdin = stdin.to_vec();
-    let writer = std::thread::spawn(move || {
-        let _ = input.write_all(&stdin);
-    });
-    let out = child.wait_with_output().unwrap();
-    writer.join().unwrap();
-    out
-}
 
 fn chat(stdin: &[u8]) -> (String, tempfile::TempDir) {
     let data = tempfile::tempdir().unwrap();

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::postgres::TempPostgres;
 use common::server::{
-    bundled_upload, client, config, get, post, say, token, Server, Sse, ADMIN_TOKEN,
+    client, config, get, post, say, token, upload_with_parrot, Server, Sse, ADMIN_TOKEN,
 };
 use serde_json::{json, Value};
 
@@ -127,11 +127,7 @@ async fn content_published_on_one_replica_is_served_by_both() {
         return;
     };
     let c = client();
-    let mut files = bundled_upload();
-    files.push(json!({
-        "name": "knowledge-base/new.toml",
-        "content": "[[entry]]\nid = \"zz-parrot\"\ncategory = \"测试\"\nquestion = \"鹦鹉存单是什么\"\nsimilar = [\"什么叫鹦鹉存单\", \"鹦鹉存单介绍一下\", \"鹦鹉存单怎么买\"]\nanswer = \"鹦鹉存单是测试用的产品。\"\n",
-    }));
+    let files = upload_with_parrot();
     let (status, report) = post(
         &c,
         &a,

@@ -6,7 +6,8 @@ mod common;
 use std::time::Duration;
 
 use common::server::{
-    bundled_upload, client, config, get, post, say, token, Server, Sse, ADMIN_TOKEN,
+    bundled_upload, client, config, get, post, say, token, upload_with_parrot, Server, Sse,
+    ADMIN_TOKEN,
 };
 use serde_json::{json, Value};
 
@@ -281,11 +282,7 @@ async fn a_broken_publish_is_refused_with_file_and_line_and_a_good_one_survives_
     assert_eq!(status, 400, "{v}");
 
     // A good publish: a new entry answers at once, and a restart keeps it.
-    let mut files = bundled_upload();
-    files.push(json!({
-        "name": "knowledge-base/new.toml",
-        "content": "[[entry]]\nid = \"zz-parrot\"\ncategory = \"测试\"\nquestion = \"鹦鹉存单是什么\"\nsimilar = [\"什么叫鹦鹉存单\", \"鹦鹉存单介绍一下\", \"鹦鹉存单怎么买\"]\nanswer = \"鹦鹉存单是测试用的产品。\"\n",
-    }));
+    let files = upload_with_parrot();
     let (status, report) = post(
         &c,
         &s,

@@ -75,3 +75,26 @@ pub fn agent(id: &str, groups: &[&str]) -> kefu::handoff::Agent {
         tenant: None,
     }
 }
+
+/// Runs the `kefu` binary in `cwd` with `stdin` fed from a thread (so a large input
+/// cannot deadlock against a full stdout pipe), and returns its output.
+pub fn kefu(args: &[&str], stdin: &[u8], cwd: &Path) -> std::process::Output {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kefu"))
+        .args(args)
+        .current_dir(cwd)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run kefu");
+    let mut input = child.stdin.take().unwrap();
+    let stdin = stdin.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = input.write_all(&stdin);
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    out
+}

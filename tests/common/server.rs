@@ -254,3 +254,14 @@ pub fn bundled_upload() -> Vec<serde_json::Value> {
     }
     files
 }
+
+/// The bundled content plus one new entry (`zz-parrot`, 鹦鹉存单是什么): an upload whose
+/// publication is visible in the answers.
+pub fn upload_with_parrot() -> Vec<serde_json::Value> {
+    let mut files = bundled_upload();
+    files.push(serde_json::json!({
+        "name": "knowledge-base/new.toml",
+        "content": "[[entry]]\nid = \"zz-parrot\"\ncategory = \"测试\"\nquestion = \"鹦鹉存单是什么\"\nsimilar = [\"什么叫鹦鹉存单\", \"鹦鹉存单介绍一下\", \"鹦鹉存单怎么买\"]\nanswer = \"鹦鹉存单是测试用的产品。\"\n",
+    }));
+    files
+}
