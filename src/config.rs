@@ -39,6 +39,9 @@ pub struct EngineConfig {
     pub wechat: crate::channels::wechat::WechatConfig,
     /// Where sessions, transcripts and the hand-off queue live (`[store]`).
     pub store: StoreConfig,
+    /// The bank's embedding service for hybrid retrieval (`[embeddings]`); off unless
+    /// `url` is set.
+    pub embeddings: crate::retrieval::dense::EmbeddingsConfig,
 }
 
 /// The shared store of replicas. Without `url`, the embedded sled store in `--data`
@@ -117,6 +120,7 @@ impl Default for EngineConfig {
             banking: crate::banking::BankingConfig::default(),
             wechat: crate::channels::wechat::WechatConfig::default(),
             store: StoreConfig::default(),
+            embeddings: Default::default(),
         }
     }
 }

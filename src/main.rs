@@ -11,8 +11,9 @@ use kefu::config::EngineConfig;
 use kefu::engine::{Engine, InboundMessage, ReplyKind};
 use kefu::knowledge::bundle::ContentBundle;
 use kefu::knowledge::KnowledgeBase;
+use kefu::retrieval::dense::Embeddings;
 use kefu::retrieval::eval::{self, Fold};
-use kefu::retrieval::{Audience, Band, RetrievalConfig, Retriever};
+use kefu::retrieval::{Audience, Band, DenseUse, RetrievalConfig, Retriever};
 use kefu::store::{Store, UserKey};
 
 #[derive(Parser)]
@@ -97,6 +98,10 @@ enum Command {
         /// Answer as a customer of this branch.
         #[arg(long)]
         branch: Option<String>,
+        /// Rank with the `[retrieval]` and `[embeddings]` settings of this configuration
+        /// file (default `kefu.toml` if present).
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
     /// Measures recall (--faq/--queries), pair similarity (--pairs), or the first reply
     /// to labelled customer messages (--messages, on --kb with --intents).
@@ -125,9 +130,10 @@ enum Command {
         /// With --messages: list every message whose first reply was not right.
         #[arg(long, requires = "messages")]
         misses: bool,
-        /// With --messages: one JSON line per message with its intent and top candidates
-        /// (for choosing thresholds on the tune half).
-        #[arg(long, requires = "messages", hide = true)]
+        /// One JSON line per message (--messages) or query (--queries) with its top
+        /// candidates and their features (for choosing thresholds and weights on the
+        /// tuning data).
+        #[arg(long, hide = true)]
         dump: bool,
         /// With --faq/--queries: simulate learning from list picks (history half of each
         /// gold entry's queries) and report the later half's recall before and after.
@@ -139,9 +145,23 @@ enum Command {
         /// Use one fold of the data, split by cluster: `0/2` or `1/2`.
         #[arg(long, value_parser = parse_fold)]
         fold: Option<Fold>,
-        /// Evaluate the `[retrieval]` settings of this configuration file.
+        /// Evaluate the `[retrieval]` and `[embeddings]` settings of this configuration file.
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Rank with embeddings from this OpenAI-compatible endpoint (overrides
+        /// `[embeddings] url`), e.g. `http://127.0.0.1:8080/v1/embeddings`.
+        #[arg(long)]
+        embeddings_url: Option<String>,
+        /// The embedding model to ask for (overrides `[embeddings] model`).
+        #[arg(long)]
+        embeddings_model: Option<String>,
+        /// Where to cache knowledge-base vectors (default `[embeddings] cache_dir`, else
+        /// memory only).
+        #[arg(long)]
+        embeddings_cache: Option<PathBuf>,
+        /// Rank lexically even if the configuration turns embeddings on.
+        #[arg(long, conflicts_with = "embeddings_url")]
+        no_embeddings: bool,
         #[arg(long)]
         json: bool,
     },
@@ -440,7 +460,19 @@ fn run(cli: Cli) -> Result<std::process::ExitCode> {
             kb,
             explain,
             branch,
-        } => ask(&kb, &question, explain, branch.as_deref()),
+            config,
+        } => {
+            let config = match config {
+                Some(p) => EngineConfig::load(&p)
+                    .with_context(|| format!("configuration {} is invalid", p.display()))?,
+                None if Path::new("kefu.toml").is_file() => {
+                    EngineConfig::load(Path::new("kefu.toml"))
+                        .context("configuration kefu.toml is invalid")?
+                }
+                None => EngineConfig::default(),
+            };
+            ask(&kb, &question, explain, branch.as_deref(), &config)
+        }
         Command::Eval {
             faq,
             kb,
@@ -455,17 +487,34 @@ fn run(cli: Cli) -> Result<std::process::ExitCode> {
             today,
             fold,
             config,
+            embeddings_url,
+            embeddings_model,
+            embeddings_cache,
+            no_embeddings,
             json,
         } => {
             let today = today.unwrap_or_else(|| time::OffsetDateTime::now_utc().date());
-            let retrieval = match config {
-                Some(p) => {
-                    EngineConfig::load(&p)
-                        .with_context(|| format!("configuration {} is invalid", p.display()))?
-                        .retrieval
-                }
-                None => RetrievalConfig::default(),
+            let config = match config {
+                Some(p) => EngineConfig::load(&p)
+                    .with_context(|| format!("configuration {} is invalid", p.display()))?,
+                None => EngineConfig::default(),
             };
+            let retrieval = config.retrieval;
+            let mut dense = config.embeddings;
+            if let Some(url) = embeddings_url {
+                dense.url = url;
+            }
+            if let Some(model) = embeddings_model {
+                dense.model = model;
+            }
+            if let Some(dir) = embeddings_cache {
+                dense.cache_dir = Some(dir);
+            }
+            if no_embeddings {
+                dense.url.clear();
+            }
+            let embeddings = Embeddings::from_config(&dense, None)
+                .context("the [embeddings] settings are unusable")?;
             match (faq, kb, queries, pairs, messages) {
                 (Some(faq), None, Some(queries), None, None) if simulate_learning => {
                     let kb = eval::load_faq(&faq)
@@ -495,21 +544,29 @@ fn run(cli: Cli) -> Result<std::process::ExitCode> {
                     Ok(std::process::ExitCode::SUCCESS)
                 }
                 (Some(faq), None, Some(queries), None, None) => {
-                    let r = eval::retriever_for_faq(&faq, retrieval)
+                    let r = eval::retriever_for_faq(&faq, retrieval, embeddings)
                         .with_context(|| format!("cannot load {}", faq.display()))?;
+                    check_vectors(&r, json)?;
+                    if dump {
+                        return dump_queries(&r, &queries, fold, today);
+                    }
                     eval_recall(&r, &queries, fold, today, json)
                 }
-                (None, Some(kb), Some(queries), None, None) => eval_recall(
-                    &load_retriever(&kb, retrieval)?,
-                    &queries,
-                    fold,
-                    today,
-                    json,
-                ),
-                (None, None, None, Some(pairs), None) => eval_pairs(&pairs, fold, &retrieval, json),
+                (None, Some(kb), Some(queries), None, None) => {
+                    let r = load_retriever(&kb, retrieval, embeddings)?;
+                    check_vectors(&r, json)?;
+                    if dump {
+                        return dump_queries(&r, &queries, fold, today);
+                    }
+                    eval_recall(&r, &queries, fold, today, json)
+                }
+                (None, None, None, Some(pairs), None) => {
+                    eval_pairs(&pairs, fold, &retrieval, embeddings.as_deref(), json)
+                }
                 (None, kb, None, None, Some(messages)) => {
                     let kb = kb.unwrap_or_else(|| PathBuf::from("knowledge-base"));
-                    let r = load_retriever(&kb, retrieval)?;
+                    let r = load_retriever(&kb, retrieval, embeddings)?;
+                    check_vectors(&r, json)?;
                     let set = kefu::intents::IntentSet::load_dir(&intents).with_context(|| {
                         format!("intent rules {} did not load", intents.display())
                     })?;
@@ -611,10 +668,41 @@ fn kb_check(dir: &Path, intents: &Path) -> Result<std::process::ExitCode> {
     })
 }
 
-fn load_retriever(dir: &Path, config: RetrievalConfig) -> Result<Retriever> {
+fn load_retriever(
+    dir: &Path,
+    config: RetrievalConfig,
+    embeddings: Option<Arc<Embeddings>>,
+) -> Result<Retriever> {
     let kb = KnowledgeBase::load_dir(dir)
         .with_context(|| format!("knowledge base {} did not load", dir.display()))?;
-    Ok(Retriever::new(Arc::new(kb), config)?)
+    Ok(Retriever::with_embeddings(
+        Arc::new(kb),
+        config,
+        embeddings,
+    )?)
+}
+
+/// With embeddings on, a measurement without vectors would be a lexical one under
+/// another name: refuse it, and say what embedding the knowledge base took.
+fn check_vectors(r: &Retriever, json: bool) -> Result<()> {
+    if r.lacks_vectors() {
+        anyhow::bail!(
+            "the embedding service could not embed the knowledge base (see the log above); \
+             nothing was measured. Check --embeddings-url, or measure lexically with --no-embeddings"
+        );
+    }
+    if let (Some(stats), Some(service), false) = (r.embed_stats(), r.embeddings(), json) {
+        eprintln!(
+            "embeddings: model {}, {} questions, {} from the cache, {} embedded in {} requests, {:.1} s",
+            service.config().model,
+            stats.texts,
+            stats.cached,
+            stats.embedded,
+            stats.requests,
+            stats.seconds
+        );
+    }
+    Ok(())
 }
 
 fn ask(
@@ -622,8 +710,11 @@ fn ask(
     question: &str,
     explain: bool,
     branch: Option<&str>,
+    config: &EngineConfig,
 ) -> Result<std::process::ExitCode> {
-    let r = load_retriever(dir, RetrievalConfig::default())?;
+    let embeddings = Embeddings::from_config(&config.embeddings, None)
+        .context("the [embeddings] settings are unusable")?;
+    let r = load_retriever(dir, config.retrieval.clone(), embeddings)?;
     let audience = Audience {
         branch,
         today: time::OffsetDateTime::now_utc().date(),
@@ -665,10 +756,16 @@ fn ask(
                     "no (never answered or offered)"
                 }
             );
-            let (rank_w, sim_w) = (
-                r.config().weights.named(),
-                r.config().similarity_weights.named(),
-            );
+            let (rank_w, sim_w) = match (ranking.embeddings, r.embeddings()) {
+                (DenseUse::Used, Some(d)) => (
+                    d.config().weights.named(),
+                    d.config().similarity_weights.named(),
+                ),
+                _ => (
+                    r.config().weights.named(),
+                    r.config().similarity_weights.named(),
+                ),
+            };
             let cells: Vec<String> = c
                 .features
                 .named()
@@ -682,10 +779,23 @@ fn ask(
     }
     if explain {
         let c = r.config();
+        let (confident, margin, uncertain) = match (ranking.embeddings, r.embeddings()) {
+            (DenseUse::Used, Some(d)) => {
+                let d = d.config();
+                (d.confident, d.margin, d.uncertain)
+            }
+            _ => (c.confident, c.margin, c.uncertain),
+        };
         say!(
-            "(feature value (×ranking weight/×similarity weight); bands: confident ≥ {:.2} with a lead of {:.2}, uncertain ≥ {:.2})",
-            c.confident, c.margin, c.uncertain
+            "(feature value (×ranking weight/×similarity weight); bands: confident ≥ {confident:.2} with a lead of {margin:.2}, uncertain ≥ {uncertain:.2})"
         );
+        match ranking.embeddings {
+            DenseUse::Used => say!("(embeddings: used; cosine is the sentence-embedding feature)"),
+            DenseUse::Fallback => {
+                say!("(embeddings: the service failed or was late; ranked lexically)")
+            }
+            DenseUse::Off => {}
+        }
     }
     Ok(std::process::ExitCode::SUCCESS)
 }
@@ -735,6 +845,13 @@ fn eval_recall(
             report.confident_share * 100.0,
             report.confident_precision
         );
+        if report.embeddings_used + report.embeddings_fallback > 0 {
+            say!(
+                "embeddings     {} queries ranked with their vector, {} fell back to lexical",
+                report.embeddings_used,
+                report.embeddings_fallback
+            );
+        }
     }
     Ok(std::process::ExitCode::SUCCESS)
 }
@@ -779,6 +896,48 @@ fn dump_messages(
                 "labels": m.labels.iter().map(|l| format!("{l:?}")).collect::<Vec<_>>(),
                 "intent": intent, "band": ranking.band, "shortlist": ranking.shortlist, "unknown": ranking.unknown_words,
                 "candidates": cands,
+            })
+        );
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// One JSON line per labelled query of the fold: every re-ranked candidate with its
+/// features and whether it is the gold entry. Scores under other weights can be
+/// recomputed from it (the features are the weighted mean's inputs), which is how the
+/// weights are tuned on one fold and checked on the other.
+fn dump_queries(
+    r: &Retriever,
+    queries: &Path,
+    fold: Option<Fold>,
+    today: time::Date,
+) -> Result<std::process::ExitCode> {
+    let qs = eval::load_queries(queries)
+        .with_context(|| format!("cannot load {}", queries.display()))?;
+    let audience = Audience {
+        branch: None,
+        today,
+    };
+    for q in qs
+        .iter()
+        .filter(|q| fold.is_none_or(|f| f.contains(&q.gold)))
+    {
+        let ranking = r.rank(&q.query, audience)?;
+        let cands: Vec<serde_json::Value> = ranking
+            .candidates
+            .iter()
+            .map(|c| {
+                let id = r.entry(c.entry).map(|e| e.id.as_str()).unwrap_or_default();
+                serde_json::json!({
+                    "gold": id == q.gold,
+                    "features": c.features,
+                })
+            })
+            .collect();
+        say!(
+            "{}",
+            serde_json::json!({
+                "query": q.query, "embeddings": ranking.embeddings, "candidates": cands,
             })
         );
     }
@@ -894,6 +1053,7 @@ fn eval_pairs(
     path: &Path,
     fold: Option<Fold>,
     config: &RetrievalConfig,
+    embeddings: Option<&Embeddings>,
     json: bool,
 ) -> Result<std::process::ExitCode> {
     let mut pairs =
@@ -902,7 +1062,8 @@ fn eval_pairs(
         pairs = eval::pairs_in_fold(&pairs, f);
     }
     let analyzer = kefu::text::Analyzer::default();
-    let report = eval::pairs(&analyzer, config, &pairs, fold);
+    let report = eval::pairs(&analyzer, config, &pairs, fold, embeddings)
+        .context("the embedding service could not embed the pairs")?;
     if json {
         say!("{}", serde_json::to_string(&report)?);
     } else {

@@ -34,6 +34,7 @@ use crate::knowledge::bundle::ContentBundle;
 use crate::knowledge::wording::Wording;
 use crate::knowledge::{KnowledgeBase, Summary};
 use crate::pii::mask;
+use crate::retrieval::dense::Embeddings;
 use crate::retrieval::{Audience, Band, Ranking, Retriever};
 use crate::store::{
     from_json, to_json, Event, EventKind, Menu, MenuItem, Session, SledStore, Speaker, Store, Turn,
@@ -198,7 +199,7 @@ impl Reply {
 /// flight finishes on the knowledge it started with.
 struct Knowledge {
     retriever: Retriever,
-    intents: IntentSet,
+    intents: Arc<IntentSet>,
     /// The content version serving ([`ContentBundle::version`], or "local" for a
     /// directory loaded without one).
     version: String,
@@ -212,6 +213,11 @@ pub struct Engine {
     config: EngineConfig,
     /// The bank's system for account actions (see `account`).
     banking: Arc<dyn BankingBackend>,
+    /// The bank's embedding service (`[embeddings]`), shared by every knowledge base
+    /// this engine loads, so its vector cache carries over a publish.
+    embeddings: Option<Arc<Embeddings>>,
+    /// When the last [`Engine::retry_embeddings`] attempt started; held during one.
+    embed_retry: Mutex<Option<std::time::Instant>>,
     /// Which customers bound which bank customer's card, for transaction alerts.
     bindings: Option<account::BindingIndex>,
     /// Striped per-customer locks: one customer's messages are handled one at a time
@@ -232,6 +238,17 @@ const TRANSCRIPT_FOR_AGENT: usize = 50;
 const MIN_TIME: i64 = 946_684_800;
 const MAX_TIME: i64 = 4_102_444_800;
 
+/// How often [`Engine::retry_embeddings`] asks a service that failed.
+const EMBED_RETRY_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The embedding cache goes in the data directory unless the configuration says where.
+fn with_cache_dir(mut config: EngineConfig, data: Option<&Path>) -> EngineConfig {
+    if config.embeddings.cache_dir.is_none() {
+        config.embeddings.cache_dir = data.map(|d| d.join("embeddings"));
+    }
+    config
+}
+
 impl Engine {
     pub fn new(
         knowledge_base: KnowledgeBase,
@@ -240,12 +257,19 @@ impl Engine {
         queue: Arc<dyn HandoffQueue>,
         config: EngineConfig,
     ) -> Result<Self> {
-        let retriever = Retriever::new(Arc::new(knowledge_base), config.retrieval.clone())?;
+        let embeddings = Embeddings::from_config(&config.embeddings, None)?;
+        let retriever = Retriever::with_embeddings(
+            Arc::new(knowledge_base),
+            config.retrieval.clone(),
+            embeddings.clone(),
+        )?;
         let agents = Agents::new(config.handoff.agents.clone())?;
         Ok(Engine {
+            embeddings,
+            embed_retry: Mutex::new(None),
             knowledge: RwLock::new(Arc::new(Knowledge {
                 retriever,
-                intents,
+                intents: Arc::new(intents),
                 version: "local".into(),
             })),
             store,
@@ -288,7 +312,7 @@ impl Engine {
             Some(dir) => SledStore::open(dir)?,
             None => SledStore::temporary()?,
         };
-        Engine::assemble(kb, intents, store, config)
+        Engine::assemble(kb, intents, store, with_cache_dir(config, data))
     }
 
     /// The engine over a sled store: queue, banking backend (from the configuration)
@@ -352,6 +376,7 @@ impl Engine {
         config: EngineConfig,
         prefer_published: bool,
     ) -> Result<Self> {
+        let config = with_cache_dir(config, data);
         let (store, queue, local) = Engine::open_store(data, &config)?;
         let stamp = store.published_version()?;
         let published = match store.published()? {
@@ -392,12 +417,12 @@ impl Engine {
     /// error the old one keeps serving and nothing is stored.
     pub fn publish(&self, content: &ContentBundle) -> Result<Summary> {
         let (kb, intents) = content.load()?;
-        let retriever = Retriever::new(Arc::new(kb), self.config.retrieval.clone())?;
+        let retriever = self.retriever(kb)?;
         self.store.set_published(&to_json(content)?)?;
         let summary = retriever.knowledge_base().summary();
         *self.knowledge.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(Knowledge {
             retriever,
-            intents,
+            intents: Arc::new(intents),
             version: content.version(),
         });
         Ok(summary)
@@ -430,14 +455,63 @@ impl Engine {
 
     fn install(&self, kb: KnowledgeBase, intents: IntentSet, version: String) -> Result<Summary> {
         let summary = kb.summary();
-        let retriever = Retriever::new(Arc::new(kb), self.config.retrieval.clone())?;
+        let retriever = self.retriever(kb)?;
         let fresh = Arc::new(Knowledge {
             retriever,
-            intents,
+            intents: Arc::new(intents),
             version,
         });
         *self.knowledge.write().unwrap_or_else(|p| p.into_inner()) = fresh;
         Ok(summary)
+    }
+
+    /// The retriever for `kb`, with this engine's embedding service.
+    fn retriever(&self, kb: KnowledgeBase) -> Result<Retriever> {
+        Retriever::with_embeddings(
+            Arc::new(kb),
+            self.config.retrieval.clone(),
+            self.embeddings.clone(),
+        )
+    }
+
+    /// When the embedding service was down as the serving knowledge base loaded (it
+    /// ranks lexically meanwhile), tries to embed it again and swaps in the result.
+    /// Cheap otherwise. The server's background duties call it; returns whether it
+    /// swapped.
+    pub fn retry_embeddings(&self) -> Result<bool> {
+        let current = self.current();
+        if !current.retriever.lacks_vectors() {
+            return Ok(false);
+        }
+        // One attempt at a time, at most one per EMBED_RETRY_EVERY: a service that is
+        // down is not hammered, and a slow one does not pile up blocked threads.
+        let Ok(mut last) = self.embed_retry.try_lock() else {
+            return Ok(false);
+        };
+        if last.is_some_and(|t| t.elapsed() < EMBED_RETRY_EVERY) {
+            return Ok(false);
+        }
+        *last = Some(std::time::Instant::now());
+        let retriever = Retriever::with_embeddings(
+            current.retriever.knowledge_base().clone(),
+            self.config.retrieval.clone(),
+            self.embeddings.clone(),
+        )?;
+        if retriever.lacks_vectors() {
+            return Ok(false);
+        }
+        let mut slot = self.knowledge.write().unwrap_or_else(|p| p.into_inner());
+        // A publish in the meantime wins: it embedded its own content.
+        if !Arc::ptr_eq(&slot, &current) {
+            return Ok(false);
+        }
+        *slot = Arc::new(Knowledge {
+            retriever,
+            intents: current.intents.clone(),
+            version: current.version.clone(),
+        });
+        tracing::info!("embedding service answered; the knowledge base ranks with vectors again");
+        Ok(true)
     }
 
     /// Unanswered and asked-back questions, grouped, for the content team.

