@@ -50,6 +50,43 @@ fn every_intent_has_real_phrasings_and_near_misses() {
 }
 
 #[test]
+fn asking_for_a_person_in_any_wording_is_a_handoff() {
+    let set = bundled();
+    for q in [
+        "想和人说话",
+        "我要跟人聊聊",
+        "找个真人",
+        "叫你们客服",
+        "人工服务",
+        "我要搵人工",
+        "同真人傾",
+    ] {
+        let m = set.classify(q, date!(2026 - 11 - 30));
+        assert_eq!(m.map(|m| m.action), Some(Action::Handoff), "{q}");
+    }
+    for q in ["不想和人说话", "和人说话时手机被偷了怎么办"] {
+        let m = set.classify(q, date!(2026 - 11 - 30));
+        assert!(m.is_none_or(|m| m.action != Action::Handoff), "{q}");
+    }
+}
+
+#[test]
+fn someone_telling_the_customer_to_send_money_is_not_a_transfer() {
+    // A scam situation must reach the anti-fraud answers, never the transfer dialogue.
+    let set = bundled();
+    for q in [
+        "有人打电话说我的卡出问题了叫我转钱",
+        "陌生人让我赶紧汇款到他给的账户 这是干啥的",
+        "电话里自称法官要我打钱过去 真的假的",
+    ] {
+        let m = set.classify(q, date!(2026 - 11 - 30));
+        assert!(m.is_none_or(|m| m.action != Action::Transfer), "{q}");
+    }
+    let m = set.classify("帮我转500给张三", date!(2026 - 11 - 30));
+    assert_eq!(m.map(|m| m.action), Some(Action::Transfer));
+}
+
+#[test]
 fn faq_questions_about_a_topic_are_not_actions() {
     let set = bundled();
     for q in [

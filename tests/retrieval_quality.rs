@@ -26,9 +26,11 @@ fn bundled_knowledge_base_recall_stays_above_its_floor() {
     assert_eq!(queries.len(), 150);
     let report = recall(&r, &queries, None, today(), |_| {}).unwrap();
     // Measured 2026-11-30 on 315 entries: recall@1 0.720, recall@3 0.880,
-    // recall@10 0.987, 52% answered at once with recall@1 0.833 among them.
-    assert!(report.recall_at_1 >= 0.68, "{report:?}");
-    assert!(report.recall_at_3 >= 0.84, "{report:?}");
+    // recall@10 0.987, 52% answered at once with recall@1 0.833 among them; after the
+    // synonym form and the phrasing round of the `quality` branch 0.760 / 0.913 / 0.987,
+    // 60% answered at once with recall@1 0.844.
+    assert!(report.recall_at_1 >= 0.72, "{report:?}");
+    assert!(report.recall_at_3 >= 0.88, "{report:?}");
     assert!(report.recall_at_10 >= 0.95, "{report:?}");
     assert!(report.confident_precision >= 0.80, "{report:?}");
 }
@@ -51,11 +53,13 @@ fn first_replies_on_the_tune_half_stay_above_their_floor() {
     );
     // Measured 2026-11-30 (these thresholds were chosen on this half): 65.4% answered,
     // 91.0% of those right, 85.3% see a right entry, 90.5% of out-of-scope fall back,
-    // 94.1% of intents right.
+    // 94.1% of intents right. After the `quality` branch (content written from this
+    // half's misses, so these are not held-out figures): 84.6% / 99.1% / 99.3% /
+    // 90.5% / 100%.
     let s = &report.shares;
-    assert!(s.answered >= 0.60, "{s:?}");
-    assert!(s.answered_precision >= 0.87, "{s:?}");
-    assert!(s.seen_right >= 0.79, "{s:?}");
+    assert!(s.answered >= 0.80, "{s:?}");
+    assert!(s.answered_precision >= 0.95, "{s:?}");
+    assert!(s.seen_right >= 0.95, "{s:?}");
     assert!(s.out_of_scope_fallback >= 0.85, "{s:?}");
-    assert!(s.intent_accuracy >= 0.90, "{s:?}");
+    assert!(s.intent_accuracy >= 0.95, "{s:?}");
 }

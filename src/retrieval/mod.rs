@@ -425,12 +425,14 @@ impl Prepared {
 
     /// For text already in [`search_form`] (e.g. after typo repair).
     pub fn from_normalized(analyzer: &Analyzer, normalized: String) -> Self {
-        let mut words = analyzer.words(&normalized);
+        // Character features compare the synonym form (咋个办 → 怎么办), words the
+        // canonical words: both sides of every comparison pass through here.
+        let (mut words, synonym_form) = analyzer.words_and_synonym_form(&normalized);
         words.sort();
         words.dedup();
         let mut grams = Vec::new();
         let mut unigrams = Vec::new();
-        for units in char_units(&normalized) {
+        for units in char_units(&synonym_form) {
             for (i, u) in units.iter().enumerate() {
                 if let Some(next) = units.get(i + 1) {
                     grams.push(format!("{u}{next}"));
@@ -452,7 +454,7 @@ impl Prepared {
             topic.push(w.clone());
         }
         Prepared {
-            chars: normalized.chars().filter(|c| *c != ' ').collect(),
+            chars: synonym_form.chars().filter(|c| *c != ' ').collect(),
             normalized,
             grams: Terms::new(grams),
             unigrams: Terms::new(unigrams),

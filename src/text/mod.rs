@@ -279,6 +279,27 @@ impl Analyzer {
         out
     }
 
+    /// [`Analyzer::words`] and the text's *synonym form*, from one jieba cut. The synonym
+    /// form is the text with every word of a synonym group replaced by the group's
+    /// canonical word (stopwords and spaces kept). The character features compare this
+    /// form on both sides, so 密码唔记得了咋个办 and 密码忘记了怎么办 share their characters: without
+    /// it a synonym group helps only the word features, and the band's similarity is
+    /// mostly character overlap (see `retrieval::Weights::similarity_default`). On the tune
+    /// half of `eval/customer-messages.tsv` this is what lets regional and colloquial
+    /// wording reach the answer band (see the README, issue 11).
+    pub fn words_and_synonym_form(&self, normalized: &str) -> (Vec<String>, String) {
+        let mut words = Vec::new();
+        let mut form = String::with_capacity(normalized.len());
+        for token in self.inner.jieba.cut(normalized, true) {
+            let word = self.inner.synonyms.canonical(token.word);
+            form.push_str(word);
+            if !token.word.trim().is_empty() && !self.inner.stopwords.contains(token.word) {
+                words.push(word.to_owned());
+            }
+        }
+        (words, form)
+    }
+
     fn each_word(&self, normalized: &str, mut f: impl FnMut(&str, usize, usize)) {
         for token in self.inner.jieba.cut(normalized, true) {
             let word = token.word;
@@ -533,6 +554,21 @@ mod tests {
         let words = a.words(&search_form("我的信用卡怎么还钱呢"));
         assert!(words.contains(&"还款".to_owned()), "{words:?}");
         assert!(!words.iter().any(|w| w == "的" || w == "呢" || w == "我的"));
+    }
+
+    #[test]
+    fn synonym_form_rewrites_dialect_words_and_keeps_the_rest() {
+        let syn = Synonyms::from_groups([vec!["怎么办", "咋个办", "点算"], vec!["忘记", "唔记得"]]);
+        let a = Analyzer::new(&[], syn);
+        let (words, form) = a.words_and_synonym_form(&search_form("密码唔记得了咋个办"));
+        assert_eq!(form, "密码忘记了怎么办");
+        assert_eq!(words, a.words(&search_form("密码唔记得了咋个办")));
+        let (_, form) = a.words_and_synonym_form(&search_form("張卡點算 好"));
+        assert_eq!(form, "张卡怎么办 好");
+        // No synonyms: the text is unchanged, so bq (which has none) ranks as before.
+        let plain = Analyzer::default();
+        let text = search_form("信用卡 丢了 怎么办abc 123");
+        assert_eq!(plain.words_and_synonym_form(&text).1, text);
     }
 
     #[test]
