@@ -463,3 +463,92 @@ fn the_served_engine_uses_the_service_and_counts_its_failures() {
         assert!(line.contains("reason=\"unavailable\""), "{line}");
     });
 }
+
+#[test]
+fn ask_explain_shows_the_cosine_and_eval_runs_with_embeddings_on_or_off() {
+    let (url, fake) = start_fake();
+    let dir = tempfile::tempdir().unwrap();
+    write_kb(dir.path(), KB);
+    let bands = "confident = 0.6\nmargin = 0.05\nuncertain = 0.25\ntopic_cosine = 0.9\n";
+    std::fs::write(
+        dir.path().join("kefu.toml"),
+        format!("[embeddings]\nurl = \"{url}\"\nmodel = \"m1\"\n{bands}"),
+    )
+    .unwrap();
+    let out = common::kefu(
+        &[
+            "ask",
+            "--kb",
+            "knowledge-base",
+            "--explain",
+            "--config",
+            "kefu.toml",
+            "钱包被偷了",
+        ],
+        b"",
+        dir.path(),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("[card-lost]"), "{stdout}");
+    assert!(stdout.contains("cosine 0.9"), "{stdout}");
+    assert!(stdout.contains("embeddings: used"), "{stdout}");
+
+    std::fs::write(
+        dir.path().join("queries.tsv"),
+        "query\tgold_id\n钱包被偷了\tcard-lost\n存款利息多少\tdeposit-rate\n",
+    )
+    .unwrap();
+    let eval = |extra: &[&str]| {
+        let mut args = vec![
+            "eval",
+            "--kb",
+            "knowledge-base",
+            "--queries",
+            "queries.tsv",
+            "--config",
+            "kefu.toml",
+        ];
+        args.extend_from_slice(extra);
+        let out = common::kefu(&args, b"", dir.path());
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (on, log) = eval(&[]);
+    assert!(on.contains("2 queries ranked with their vector"), "{on}");
+    assert!(on.contains("recall@1       1.000"), "{on}");
+    assert!(log.contains("5 questions"), "{log}");
+    let (off, _) = eval(&["--no-embeddings"]);
+    assert!(!off.contains("ranked with their vector"), "{off}");
+    assert!(off.contains("recall@1       0.500"), "{off}");
+
+    // A service that cannot embed the knowledge base measures nothing, and says so.
+    fake.set(DOWN);
+    let out = common::kefu(
+        &[
+            "eval",
+            "--kb",
+            "knowledge-base",
+            "--queries",
+            "queries.tsv",
+            "--config",
+            "kefu.toml",
+        ],
+        b"",
+        dir.path(),
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("nothing was measured"), "{err}");
+}
