@@ -16,7 +16,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
-use std::io::{BufReader, BufWriter, Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -279,6 +279,17 @@ impl Embedder for OpenAiEmbedder {
     }
 }
 
+/// FNV-1a over a record's header and vector bytes: enough to tell a garbled record
+/// from a good one.
+fn record_checksum(head: &[u8], raw: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in head.iter().chain(raw) {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
 /// 16 bytes of SHA-256 over model, prefix and text: collisions are out of reach and the
 /// text itself (which may be a customer's words) is not in the file.
 pub type CacheKey = [u8; 16];
@@ -294,14 +305,17 @@ fn cache_key(model: &str, prefixed: &str) -> CacheKey {
     key
 }
 
-const CACHE_MAGIC: &[u8; 8] = b"KEFUVEC1";
+const CACHE_MAGIC: &[u8; 8] = b"KEFUVEC2";
 /// Vectors longer than this are refused: no real sentence model comes close, and a
 /// corrupt length must not make the loader allocate gigabytes.
 const MAX_DIM: usize = 8192;
 
-/// Knowledge-base vectors on disk: an append-only file of (key, dimension, f32s)
-/// records, so a restart or a re-publish embeds only new text. A torn last record (a
-/// crash mid-append) is cut off at load; everything before it is kept.
+/// Knowledge-base vectors on disk: an append-only file of (key, dimension, f32s,
+/// checksum) records, so a restart or a re-publish embeds only new text. A torn last
+/// record (a crash mid-append) or one that fails its checksum is cut off at load with
+/// everything after it; everything before it is kept. A batch is appended with one
+/// write, so two processes sharing a data directory do not interleave records (and if
+/// anything else garbles the file, the checksum stops the loader, which re-embeds).
 pub struct VectorCache {
     path: Option<PathBuf>,
     vectors: HashMap<CacheKey, Arc<[f32]>>,
@@ -355,7 +369,11 @@ impl VectorCache {
                 break;
             }
             let mut raw = vec![0u8; dim * 4];
-            if r.read_exact(&mut raw).is_err() {
+            let mut sum = [0u8; 8];
+            if r.read_exact(&mut raw).is_err() || r.read_exact(&mut sum).is_err() {
+                break;
+            }
+            if record_checksum(&head, &raw) != u64::from_le_bytes(sum) {
                 break;
             }
             let v: Vec<f32> = raw
@@ -367,7 +385,7 @@ impl VectorCache {
             }
             cache.vectors.insert(key, v.into());
             cache.records += 1;
-            good += 20 + dim as u64 * 4;
+            good += 20 + dim as u64 * 4 + 8;
         }
         if good < len {
             tracing::warn!(path = %path.display(), kept = cache.records, "embedding cache had a torn or corrupt tail; cut it off");
@@ -402,22 +420,23 @@ impl VectorCache {
                 .append(true)
                 .open(path)
                 .map_err(|e| Error::io(path, e))?;
-            let mut w = BufWriter::new(file);
-            let mut write = || -> std::io::Result<()> {
-                if fresh {
-                    w.write_all(CACHE_MAGIC)?;
-                }
-                for (key, v) in &items {
-                    w.write_all(key)?;
-                    w.write_all(&(v.len() as u32).to_le_bytes())?;
-                    for x in v.iter() {
-                        w.write_all(&x.to_le_bytes())?;
-                    }
-                }
-                w.flush()?;
-                w.get_ref().sync_data()
-            };
-            write().map_err(|e| Error::io(path, e))?;
+            let mut buf = Vec::new();
+            if fresh {
+                buf.extend_from_slice(CACHE_MAGIC);
+            }
+            for (key, v) in &items {
+                let mut head = [0u8; 20];
+                head[..16].copy_from_slice(key);
+                head[16..].copy_from_slice(&(v.len() as u32).to_le_bytes());
+                let raw: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+                buf.extend_from_slice(&head);
+                buf.extend_from_slice(&raw);
+                buf.extend_from_slice(&record_checksum(&head, &raw).to_le_bytes());
+            }
+            let mut file = file;
+            file.write_all(&buf)
+                .and_then(|_| file.sync_data())
+                .map_err(|e| Error::io(path, e))?;
         }
         self.records += items.len();
         self.vectors.extend(items);
@@ -905,6 +924,26 @@ mod tests {
         let cache = VectorCache::open(dir.path()).unwrap();
         assert_eq!(cache.len(), 4);
         assert_eq!(std::fs::metadata(&path).unwrap().len() as usize, full);
+    }
+
+    #[test]
+    fn a_garbled_record_is_cut_with_what_follows() {
+        let dir = tempfile::tempdir().unwrap();
+        let e =
+            Embeddings::new(config(2), chars(), VectorCache::open(dir.path()).unwrap()).unwrap();
+        e.passages(&texts(4)).unwrap();
+        let path = dir.path().join("vectors.bin");
+        let mut bytes = std::fs::read(&path).unwrap();
+        let record = (bytes.len() - 8) / 4;
+        // One bit of the third record's vector.
+        bytes[8 + 2 * record + 30] ^= 1;
+        std::fs::write(&path, &bytes).unwrap();
+        let cache = VectorCache::open(dir.path()).unwrap();
+        assert_eq!(cache.len(), 2);
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().len() as usize,
+            8 + 2 * record
+        );
     }
 
     #[test]
