@@ -644,9 +644,15 @@ impl Embeddings {
     }
 
     /// The unit vector of a customer's message, within `query_timeout_ms`. Never cached:
-    /// customers' words are not written to disk.
+    /// customers' words are not written to disk. Card, account, id and phone numbers are
+    /// masked before the text leaves kefu (see `pii::mask`); they carry no meaning a
+    /// sentence model could use anyway.
     pub fn query(&self, text: &str) -> std::result::Result<Vec<f32>, EmbedError> {
-        let input = vec![format!("{}{}", self.config.query_prefix, text)];
+        let input = vec![format!(
+            "{}{}",
+            self.config.query_prefix,
+            crate::pii::mask(text)
+        )];
         let timeout = Duration::from_millis(self.config.query_timeout_ms.max(1));
         let vectors = self.embedder.embed(&input, timeout)?;
         let mut dim = None;
@@ -827,6 +833,7 @@ mod tests {
     struct Chars {
         calls: AtomicUsize,
         texts: AtomicUsize,
+        seen: Mutex<Vec<String>>,
     }
 
     impl Embedder for Chars {
@@ -837,6 +844,7 @@ mod tests {
         ) -> std::result::Result<Vec<Vec<f32>>, EmbedError> {
             self.calls.fetch_add(1, Ordering::SeqCst);
             self.texts.fetch_add(texts.len(), Ordering::SeqCst);
+            self.seen.lock().unwrap().extend(texts.iter().cloned());
             Ok(texts
                 .iter()
                 .map(|t| {
@@ -854,6 +862,7 @@ mod tests {
         Arc::new(Chars {
             calls: AtomicUsize::new(0),
             texts: AtomicUsize::new(0),
+            seen: Mutex::new(Vec::new()),
         })
     }
 
@@ -908,6 +917,27 @@ mod tests {
         let e3 = Embeddings::new(c, fake3.clone(), VectorCache::open(dir.path()).unwrap()).unwrap();
         e3.passages(&texts(8)).unwrap();
         assert_eq!(fake3.texts.load(Ordering::SeqCst), 8);
+    }
+
+    #[test]
+    fn a_customer_message_leaves_masked_with_its_prefix() {
+        let fake = chars();
+        let mut c = config(4);
+        c.query_prefix = "query: ".into();
+        let e = Embeddings::new(c, fake.clone(), VectorCache::memory()).unwrap();
+        for text in [
+            "卡号6222 0212 3456 7890丢了",
+            "卡号6222-0212-3456-7890丢了",
+            "卡号６２２２０２１２３４５６７８９０丢了",
+        ] {
+            e.query(text).unwrap();
+        }
+        let seen = fake.seen.lock().unwrap().clone();
+        assert_eq!(seen.len(), 3);
+        for s in seen {
+            assert!(s.starts_with("query: 卡号"), "{s}");
+            assert!(!s.contains("3456") && !s.contains("３４５６"), "{s}");
+        }
     }
 
     #[test]
