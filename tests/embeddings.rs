@@ -386,6 +386,17 @@ fn a_knowledge_base_loaded_while_the_service_is_down_gets_vectors_when_it_return
         offered.contains(&Some("card-lost")),
         "with vectors the paraphrase finds its entry: {reply:?}"
     );
+    // One message, one call: the related questions after an answer use the stored
+    // vectors, not the service.
+    let before = fake.texts();
+    let reply = common::say(
+        &engine,
+        "u3",
+        "手机银行转账限额是多少",
+        common::MORNING + 30,
+    );
+    assert_eq!(reply.entry.as_deref(), Some("transfer-limit"), "{reply:?}");
+    assert_eq!(fake.texts(), before + 1);
 }
 
 #[test]

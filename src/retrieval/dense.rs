@@ -761,6 +761,12 @@ impl DenseIndex {
         &self.vectors[r * self.dim..(r + 1) * self.dim]
     }
 
+    /// The stored vector of question `question` of `entry`.
+    pub fn question_vector(&self, entry: usize, question: usize) -> Option<&[f32]> {
+        let &(start, n) = self.spans.get(entry)?;
+        (question < n as usize).then(|| self.row(start as usize + question))
+    }
+
     /// Cosine of `query` with each question of `entry`, in question order.
     pub fn entry_cosines(&self, query: &[f32], entry: usize) -> Vec<f32> {
         let Some(&(start, n)) = self.spans.get(entry) else {

@@ -1032,16 +1032,23 @@ impl Retriever {
             .correct(&normalized, |w| self.analyzer.is_word(w))
             .unwrap_or(normalized);
         let Some(tail) = question_clause(&normalized, self.config.long_message_chars) else {
-            return self.rank_normalized(normalized, audience);
+            return self.rank_normalized(normalized, audience, None);
         };
-        let focused = self.rank_normalized(tail.to_owned(), audience)?;
+        let focused = self.rank_normalized(tail.to_owned(), audience, None)?;
         if focused.band != Band::NoMatch {
             return Ok(focused);
         }
-        self.rank_normalized(normalized, audience)
+        self.rank_normalized(normalized, audience, None)
     }
 
-    fn rank_normalized(&self, normalized: String, audience: Audience<'_>) -> Result<Ranking> {
+    /// Ranks `normalized`; `known` is its vector when the caller has it already (a
+    /// knowledge-base question's, for related questions), else the service is asked.
+    fn rank_normalized(
+        &self,
+        normalized: String,
+        audience: Audience<'_>,
+        known: Option<&[f32]>,
+    ) -> Result<Ranking> {
         let query = Prepared::from_normalized(&self.analyzer, normalized);
         if query.is_empty() {
             return Ok(Ranking {
@@ -1058,6 +1065,7 @@ impl Retriever {
         let c = &self.config;
         // The message's vector, within the deadline; any failure ranks lexically.
         let (vector, embeddings) = match (&self.embeddings, &self.dense) {
+            (Some(_), Some(_)) if known.is_some() => (known.map(<[f32]>::to_vec), DenseUse::Used),
             (Some(service), Some(index)) => match service.query(&query.normalized) {
                 Ok(v) if v.len() == index.dim() => (Some(v), DenseUse::Used),
                 Ok(_) => {
@@ -1328,7 +1336,17 @@ impl Retriever {
             }
         }
         if out.len() < n {
-            if let Ok(ranking) = self.rank(&e.question, audience) {
+            // The entry's own question, with its stored vector: no call to the embedding
+            // service for related questions.
+            let ranking = match self
+                .dense
+                .as_ref()
+                .and_then(|d| d.question_vector(entry, 0))
+            {
+                Some(v) => self.rank_normalized(search_form(&e.question), audience, Some(v)),
+                None => self.rank(&e.question, audience),
+            };
+            if let Ok(ranking) = ranking {
                 for c in ranking.candidates {
                     if out.len() >= n {
                         break;
