@@ -5,13 +5,24 @@
 //! not depend on what they mean. Run with `cargo bench --bench dense -- --quick`.
 //!
 //! Besides criterion's figures it prints p50 and p99 of 200 calls per size, the numbers
-//! the README quotes. The embedding service's own time is not here: `kefu eval` with
-//! embeddings reports the latency of whole rankings (see `benches/embeddings/run.sh`).
+//! the README quotes.
+//!
+//! A second group times `Retriever::rank` on the bundled knowledge base with embeddings
+//! off and on, the "service" being an in-process function (hashed character vectors,
+//! 384 dimensions) that answers at once: kefu's own cost of hybrid ranking (more
+//! candidates, the cosine feature, the search), without the service's time, which
+//! `benches/embeddings/run.sh` measures with a real model.
 
 use std::sync::Arc;
 
+use std::time::Duration;
+
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use kefu::retrieval::dense::DenseIndex;
+use kefu::knowledge::KnowledgeBase;
+use kefu::retrieval::dense::{
+    DenseIndex, EmbedError, Embedder, Embeddings, EmbeddingsConfig, VectorCache,
+};
+use kefu::retrieval::{Audience, DenseUse, RetrievalConfig, Retriever};
 
 const DIM: usize = 384;
 /// Questions per entry, about the bundled knowledge base's mean.
@@ -72,5 +83,91 @@ fn nearest(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, nearest);
+/// Character unigrams and bigrams hashed into 384 dimensions: a deterministic stand-in
+/// for a model, answering at once.
+struct HashedGrams;
+
+impl Embedder for HashedGrams {
+    fn embed(&self, texts: &[String], _: Duration) -> Result<Vec<Vec<f32>>, EmbedError> {
+        Ok(texts
+            .iter()
+            .map(|t| {
+                let mut v = vec![0f32; DIM];
+                let chars: Vec<char> = t.chars().collect();
+                for (i, c) in chars.iter().enumerate() {
+                    v[(*c as usize).wrapping_mul(2_654_435_761) % DIM] += 1.0;
+                    if let Some(n) = chars.get(i + 1) {
+                        v[((*c as usize) * 31 + *n as usize).wrapping_mul(40_503) % DIM] += 0.5;
+                    }
+                }
+                v[0] += 0.01;
+                v
+            })
+            .collect())
+    }
+}
+
+const QUERIES: [&str; 4] = [
+    "信用卡丢了怎么办",
+    "手机银行登录不上去提示设备异常",
+    "我上个月在国外刷了一笔钱现在想分期还能不能办啊",
+    "钱包被偷了",
+];
+
+fn hybrid_rank(c: &mut Criterion) {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("knowledge-base");
+    let Ok(kb) = KnowledgeBase::load_dir(&dir) else {
+        eprintln!("no bundled knowledge base: skipping hybrid_rank");
+        return;
+    };
+    let kb = Arc::new(kb);
+    let config = EmbeddingsConfig {
+        url: "http://127.0.0.1:9/unused".into(),
+        model: "hashed-grams".into(),
+        ..EmbeddingsConfig::default()
+    };
+    let service = Arc::new(
+        Embeddings::new(config, Arc::new(HashedGrams), VectorCache::memory())
+            .expect("valid settings"),
+    );
+    let lexical = Retriever::new(kb.clone(), RetrievalConfig::default()).expect("index");
+    let hybrid =
+        Retriever::with_embeddings(kb, RetrievalConfig::default(), Some(service)).expect("index");
+    let audience = Audience {
+        branch: None,
+        today: time::macros::date!(2026 - 11 - 30),
+    };
+    let mut group = c.benchmark_group("hybrid_rank_bundled");
+    for (name, r) in [("lexical", &lexical), ("hybrid", &hybrid)] {
+        let mut times = Vec::new();
+        for q in QUERIES {
+            let used = r.rank(q, audience).expect("ranks").embeddings;
+            assert_eq!(used == DenseUse::Used, name == "hybrid");
+            for _ in 0..200 {
+                let t = std::time::Instant::now();
+                std::hint::black_box(r.rank(std::hint::black_box(q), audience).expect("ranks"));
+                times.push(t.elapsed());
+            }
+        }
+        times.sort();
+        let ms = |p: f64| times[((times.len() - 1) as f64 * p) as usize].as_secs_f64() * 1000.0;
+        println!(
+            "hybrid_rank_bundled/{name}: p50 {:.3} ms  p99 {:.3} ms  ({} calls over {} queries)",
+            ms(0.5),
+            ms(0.99),
+            times.len(),
+            QUERIES.len()
+        );
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                for q in QUERIES {
+                    std::hint::black_box(r.rank(q, audience).expect("ranks"));
+                }
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, nearest, hybrid_rank);
 criterion_main!(benches);
