@@ -354,6 +354,7 @@ fn a_knowledge_base_loaded_while_the_service_is_down_gets_vectors_when_it_return
         common::MORNING + 10,
     );
     assert_eq!(reply.entry.as_deref(), Some("transfer-limit"));
+    assert_eq!(engine.embeddings_state(), "lexical");
     // Still down: nothing changes.
     assert!(!engine.retry_embeddings().unwrap());
 
@@ -378,6 +379,7 @@ fn a_knowledge_base_loaded_while_the_service_is_down_gets_vectors_when_it_return
         "first retry runs at once"
     );
     assert!(dir.path().join("data2/embeddings/vectors.bin").is_file());
+    assert_eq!(engine.embeddings_state(), "ready");
     let reply = common::say(&engine, "u2", "钱包被偷了", common::MORNING + 20);
     let offered: Vec<Option<&str>> = std::iter::once(reply.entry.as_deref())
         .chain(reply.options.iter().map(|o| o.entry.as_deref()))
@@ -441,6 +443,15 @@ fn the_served_engine_uses_the_service_and_counts_its_failures() {
         // The bundled knowledge base was embedded at start and cached in the store.
         assert!(fake.texts() > 1000, "{} texts embedded", fake.texts());
         assert!(dir.path().join("store/embeddings/vectors.bin").is_file());
+        let health: Value = c
+            .get(server.url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(health["embeddings"], "ready", "{health}");
         let reply = say(
             &c,
             &server,

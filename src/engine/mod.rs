@@ -474,6 +474,19 @@ impl Engine {
         )
     }
 
+    /// `off`, `ready` or `lexical`: whether the knowledge base serving ranks with the
+    /// embedding service's vectors (see `/healthz`).
+    pub fn embeddings_state(&self) -> &'static str {
+        let k = self.current();
+        if k.retriever.embeddings().is_none() {
+            "off"
+        } else if k.retriever.lacks_vectors() {
+            "lexical"
+        } else {
+            "ready"
+        }
+    }
+
     /// When the embedding service was down as the serving knowledge base loaded (it
     /// ranks lexically meanwhile), tries to embed it again and swaps in the result.
     /// Cheap otherwise. The server's background duties call it; returns whether it

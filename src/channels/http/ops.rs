@@ -28,6 +28,10 @@ pub struct Health {
     pub version: String,
     pub entries: usize,
     pub uptime_secs: u64,
+    /// `off` (no `[embeddings]`), `ready` (the knowledge base serving has its vectors),
+    /// or `lexical` (the service could not embed it yet: ranking is lexical, retried in
+    /// the background).
+    pub embeddings: &'static str,
 }
 
 /// Liveness, with the knowledge-base version serving.
@@ -38,6 +42,7 @@ pub(super) async fn healthz(State(state): State<Arc<AppState>>) -> ApiJson<Healt
         version: state.engine.version(),
         entries: state.engine.knowledge_summary().entries,
         uptime_secs: state.started.elapsed().as_secs(),
+        embeddings: state.engine.embeddings_state(),
     })
 }
 
