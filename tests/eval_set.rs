@@ -1,6 +1,8 @@
 //! The blind evaluation set `eval/customer-messages.tsv` stays usable: every label names an
 //! entry or intent that exists, both halves carry every style, and no message has been
 //! copied into the knowledge base (which would turn the test half into a training set).
+//! The calibration set `eval/calibration-messages.tsv` (tuning only) is held to the same
+//! label and no-copy rules: a stale label or a copied message would skew the bands chosen on it.
 
 mod common;
 
@@ -35,6 +37,16 @@ const BLIND_COINCIDENCES: [&str; 9] = [
     "借记卡有年费吗",
 ];
 
+/// The calibration set's own blind coincidences with knowledge-base questions.
+const CALIBRATION_COINCIDENCES: [&str; 3] = [
+    "信用卡年费怎么免",
+    "收不到短信验证码怎么办",
+    "我要跟真人说话",
+];
+
+const MESSAGES: &str = "eval/customer-messages.tsv";
+const CALIBRATION: &str = "eval/calibration-messages.tsv";
+
 struct Row {
     id: String,
     text: String,
@@ -43,16 +55,16 @@ struct Row {
     half: String,
 }
 
-fn rows() -> Vec<Row> {
-    let text = std::fs::read_to_string(common::repo("eval/customer-messages.tsv"))
-        .expect("eval/customer-messages.tsv is readable UTF-8");
+fn rows(path: &str) -> Vec<Row> {
+    let text = std::fs::read_to_string(common::repo(path))
+        .unwrap_or_else(|e| panic!("{path} is not readable UTF-8: {e}"));
     let mut lines = text.lines();
     assert_eq!(lines.next(), Some("id\ttext\tlabels\tstyle\thalf"));
     lines
         .enumerate()
         .map(|(n, line)| {
             let f: Vec<&str> = line.split('\t').collect();
-            assert_eq!(f.len(), 5, "line {}: {line:?}", n + 2);
+            assert_eq!(f.len(), 5, "{path} line {}: {line:?}", n + 2);
             Row {
                 id: f[0].to_string(),
                 text: f[1].to_string(),
@@ -70,7 +82,7 @@ fn every_label_names_an_existing_entry_or_intent() {
     let intents = IntentSet::load_dir(&common::repo("intents")).expect("bundled intents load");
     let names: HashSet<&str> = intents.intents().iter().map(|i| i.name.as_str()).collect();
     let mut ids = HashSet::new();
-    for r in rows() {
+    for r in rows(MESSAGES).into_iter().chain(rows(CALIBRATION)) {
         assert!(ids.insert(r.id.clone()), "duplicate id {}", r.id);
         assert!(!r.text.trim().is_empty(), "{}: empty text", r.id);
         for label in &r.labels {
@@ -88,7 +100,7 @@ fn every_label_names_an_existing_entry_or_intent() {
 
 #[test]
 fn both_halves_carry_every_style() {
-    let rows = rows();
+    let rows = rows(MESSAGES);
     assert!(rows.len() >= 300, "{} messages", rows.len());
     let mut count: BTreeMap<(&str, &str), usize> = BTreeMap::new();
     for r in &rows {
@@ -130,14 +142,38 @@ fn both_halves_carry_every_style() {
 fn no_message_is_copied_into_the_knowledge_base() {
     let kb = common::bundled_kb();
     let questions: HashSet<&str> = kb.entries().iter().flat_map(|e| e.questions()).collect();
-    let leaked: Vec<String> = rows()
+    let leaked: Vec<String> = rows(MESSAGES)
         .into_iter()
-        .filter(|r| questions.contains(r.text.as_str()))
         .filter(|r| !BLIND_COINCIDENCES.contains(&r.text.as_str()))
+        .chain(
+            rows(CALIBRATION)
+                .into_iter()
+                .filter(|r| !CALIBRATION_COINCIDENCES.contains(&r.text.as_str())),
+        )
+        .filter(|r| questions.contains(r.text.as_str()))
         .map(|r| format!("{} {}", r.id, r.text))
         .collect();
     assert!(
         leaked.is_empty(),
         "eval messages in the knowledge base: {leaked:?}"
     );
+}
+
+#[test]
+fn calibration_set_is_tuning_only() {
+    let rows = rows(CALIBRATION);
+    assert!(rows.len() >= 150, "{} calibration messages", rows.len());
+    for r in &rows {
+        assert_eq!(
+            r.half, "tune",
+            "{}: the calibration set has no test half",
+            r.id
+        );
+        assert!(
+            STYLES.contains(&r.style.as_str()),
+            "{}: style {}",
+            r.id,
+            r.style
+        );
+    }
 }
