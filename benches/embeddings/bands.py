@@ -83,6 +83,10 @@ def main():
     ap.add_argument("dump")
     ap.add_argument("--unknown-penalty", type=float, default=0.2)
     ap.add_argument("--at", help="confident,margin,uncertain,list_gap: score this setting only")
+    ap.add_argument("--min-right", type=float, default=0.90,
+                    help="least share of answers that must be right")
+    ap.add_argument("--min-oos", type=float, default=0.90,
+                    help="least share of out-of-scope messages that must fall back")
     a = ap.parse_args()
     msgs = [json.loads(l) for l in open(a.dump, encoding="utf-8")]
     if a.at:
@@ -94,18 +98,18 @@ def main():
     r = lambda lo, hi, st: [round(lo + i * st, 3) for i in range(int(round((hi - lo) / st)) + 1)]
     best = None
     for confident, margin, uncertain, gap in itertools.product(
-            r(0.3, 0.95, 0.01), r(0.0, 0.12, 0.01), r(0.2, 0.9, 0.01), [0.05, 0.1, 0.2]):
+            r(0.2, 0.95, 0.01), r(0.0, 0.12, 0.01), r(0.1, 0.9, 0.01), [0.05, 0.1, 0.2]):
         if uncertain > confident:
             continue
         t = tally(msgs, confident=confident, margin=margin, uncertain=uncertain,
                   list_gap=gap, penalty=a.unknown_penalty)
-        if t["right"] < 0.90 or t["oos"] < 0.90:
+        if t["right"] < a.min_right - 1e-9 or t["oos"] < a.min_oos - 1e-9:
             continue
         key = t["answered"] + t["seen"]
         if best is None or key > best[0] + 1e-9:
             best = (key, dict(confident=confident, margin=margin, uncertain=uncertain, list_gap=gap), t)
     if best is None:
-        print("no setting reaches 90 % right answers and 90 % out-of-scope fallback")
+        print("no setting reaches the floors for right answers and out-of-scope fallback")
         return
     print("chosen", best[1])
     print("tune half: answered %.1f %%, right %.1f %%, seen %.1f %%, out-of-scope fallback %.1f %%" % (
