@@ -3,7 +3,8 @@
 # measured in one run:
 #   - bq held-out fold 1/2: recall@1/3/10, MRR@10 and query latency, embeddings off and on;
 #   - bq question pairs, fold 1/2: ROC-AUC, off and on;
-#   - the bundled knowledge base's held-out customer messages (test half), off and on;
+#   - the bundled knowledge base's held-out customer messages (test half), off and on,
+#     and the second blind set (eval/calibration-messages.tsv), off and on;
 #   - the time to embed the bq knowledge base cold (empty cache) and warm (from the cache).
 #
 #   benches/embeddings/run.sh [BQ_DIR]          (default ../shared/data/bq)
@@ -56,3 +57,7 @@ echo "== customer messages, test half, embeddings off"
 $kefu eval --messages eval/customer-messages.tsv --half test $day
 echo "== customer messages, test half, embeddings on"
 $kefu eval --messages eval/customer-messages.tsv --half test $day $on
+echo "== second blind set (calibration), embeddings off"
+$kefu eval --messages eval/calibration-messages.tsv --half tune $day
+echo "== second blind set (calibration), embeddings on"
+$kefu eval --messages eval/calibration-messages.tsv --half tune $day $on
