@@ -428,7 +428,7 @@ fn a_misconfigured_service_is_refused_at_start_with_a_clear_error() {
 
 #[test]
 fn the_served_engine_uses_the_service_and_counts_its_failures() {
-    use common::server::{client, config as server_config, say, Server};
+    use common::server::{client, config as server_config, get, say, Server};
     let (url, fake) = start_fake();
     let dir = tempfile::tempdir().unwrap();
     let extra =
@@ -443,14 +443,7 @@ fn the_served_engine_uses_the_service_and_counts_its_failures() {
         // The bundled knowledge base was embedded at start and cached in the store.
         assert!(fake.texts() > 1000, "{} texts embedded", fake.texts());
         assert!(dir.path().join("store/embeddings/vectors.bin").is_file());
-        let health: Value = c
-            .get(server.url("/healthz"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let (_, health) = get(&c, &server, "/healthz", "").await;
         assert_eq!(health["embeddings"], "ready", "{health}");
         let reply = say(
             &c,
