@@ -505,6 +505,15 @@ impl Engine {
             return Ok(false);
         }
         *last = Some(std::time::Instant::now());
+        // Ask the service first: while it is down, no index is rebuilt for nothing.
+        let Some(service) = current.retriever.embeddings() else {
+            return Ok(false);
+        };
+        if let Err(e) = current.retriever.embed_questions(service) {
+            tracing::debug!(error = %e, "embedding service still failing");
+            return Ok(false);
+        }
+        // Every vector is cached now: this build embeds nothing.
         let retriever = Retriever::with_embeddings(
             current.retriever.knowledge_base().clone(),
             self.config.retrieval.clone(),
