@@ -159,7 +159,9 @@ mod tests {
             let typed = format!("手机 {}{sep}{}{sep}{}", &number[..3], &number[3..7], &number[7..]);
             let masked = mask(&typed);
             proptest::prop_assert!(masked.contains("****"), "{typed} -> {masked}");
-            proptest::prop_assert!(!masked.contains(&number[3..7]), "{typed} -> {masked}");
+            // The last four are shown; they may repeat the middle four (130 7148 7148).
+            let shown_tail = masked.strip_suffix(&number[7..]).unwrap_or(&masked);
+            proptest::prop_assert!(!shown_tail.contains(&number[3..7]), "{typed} -> {masked}");
         }
     }
 }
