@@ -983,11 +983,6 @@ impl Retriever {
         self.embeddings.is_some() && self.dense.is_none()
     }
 
-    /// The question vectors, when there are.
-    pub fn dense(&self) -> Option<&DenseIndex> {
-        self.dense.as_ref()
-    }
-
     /// The embedding service, when configured.
     pub fn embeddings(&self) -> Option<&Arc<Embeddings>> {
         self.embeddings.as_ref()
