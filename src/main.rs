@@ -929,6 +929,7 @@ fn dump_queries(
             .map(|c| {
                 let id = r.entry(c.entry).map(|e| e.id.as_str()).unwrap_or_default();
                 serde_json::json!({
+                    "id": id,
                     "gold": id == q.gold,
                     "features": c.features,
                 })

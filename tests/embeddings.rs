@@ -567,3 +567,57 @@ fn ask_explain_shows_the_cosine_and_eval_runs_with_embeddings_on_or_off() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("nothing was measured"), "{err}");
 }
+
+fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    dot / (norm(a) * norm(b))
+}
+
+#[test]
+fn the_cosine_feature_is_the_entrys_nearest_question_not_only_the_matched_one() {
+    let (url, _fake) = start_fake();
+    let dir = tempfile::tempdir().unwrap();
+    let kb = write_kb(
+        dir.path(),
+        r#"
+[[entry]]
+id = "card-lost"
+category = "银行卡"
+question = "银行卡挂失怎么办理"
+similar = ["钱包丢了"]
+answer = "在手机银行挂失，再到网点补卡。"
+
+[[entry]]
+id = "deposit-rate"
+category = "存款"
+question = "定期存款利率是多少"
+answer = "以网点公布的利率为准。"
+"#,
+    );
+    let r = retriever(
+        &kb,
+        Some(service(config(&url, "m1"), &dir.path().join("c"))),
+    );
+    let message = "钱包被偷了怎么办理";
+    let ranking = r.rank(message, audience()).unwrap();
+    let top = &ranking.candidates[0];
+    assert_eq!(r.entry(top.entry).unwrap().id, "card-lost");
+    let m = vector(message, DIM);
+    let cosines = [
+        cosine(&m, &vector("银行卡挂失怎么办理", DIM)),
+        cosine(&m, &vector("钱包丢了", DIM)),
+    ];
+    let best = cosines[0].max(cosines[1]);
+    // The case is only a test if the matched wording is not the nearest in meaning.
+    assert!(
+        cosines[top.matched_question] < best,
+        "matched {} with cosines {cosines:?}",
+        top.matched_question
+    );
+    assert!(
+        (top.features.cosine - best).abs() < 1e-4,
+        "feature {} against the nearest question's {best}",
+        top.features.cosine
+    );
+}

@@ -98,7 +98,7 @@ def main():
     r = lambda lo, hi, st: [round(lo + i * st, 3) for i in range(int(round((hi - lo) / st)) + 1)]
     best = None
     for confident, margin, uncertain, gap in itertools.product(
-            r(0.2, 0.95, 0.01), r(0.0, 0.12, 0.01), r(0.1, 0.9, 0.01), [0.05, 0.1, 0.2]):
+            r(0.2, 0.95, 0.01), r(0.0, 0.06, 0.0025), r(0.1, 0.9, 0.01), [0.05, 0.1, 0.2]):
         if uncertain > confident:
             continue
         t = tally(msgs, confident=confident, margin=margin, uncertain=uncertain,

@@ -52,7 +52,7 @@ def main():
     ap.add_argument("--report", required=True)
     ap.add_argument("--start", default="", help="name=value,... (default: kefu's ranking weights, cosine 0)")
     ap.add_argument("--fix", default="", help="comma-separated features kept at their start value")
-    ap.add_argument("--rounds", type=int, default=4)
+    ap.add_argument("--rounds", type=int, default=6)
     a = ap.parse_args()
     tune, report = load(a.tune), load(a.report)
     w = dict(bm25=0.27, grams=0.0, unigrams=0.27, gram_idf=0.0, length=0.03, words=0.01,
@@ -65,8 +65,8 @@ def main():
     print("start   tune MRR@10 %.4f R@1 %.4f R@10 %.4f" % metrics(tune, vec),
           "| report MRR@10 %.4f R@1 %.4f R@10 %.4f" % metrics(report, vec))
     best = metrics(tune, vec)[0]
-    grid = [0.0, 0.01, 0.02, 0.03, 0.05, 0.07, 0.1, 0.15, 0.2, 0.27, 0.33, 0.4, 0.5, 0.6, 0.8, 1.0, 1.3,
-            1.6, 2.0, 2.5, 3.0, 4.0]
+    grid = [0.0, 0.01, 0.02, 0.03, 0.05, 0.07, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0, 1.5,
+            2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 10.0, 12.0]
     for rnd in range(a.rounds):
         improved = False
         for i, n in enumerate(NAMES):
