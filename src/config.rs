@@ -77,6 +77,17 @@ pub struct ServerConfig {
     /// Origins allowed to embed the customer chat page in a frame (the bank's H5 pages);
     /// empty means the chat can only be framed by kefu's own origin.
     pub chat_frame_ancestors: Vec<String>,
+    /// Wrong agent, admin or alert tokens one client may send per minute (sustained and
+    /// in a burst). Past that, every sign-in and token check from that client is refused
+    /// with 429 until the allowance refills, the right token included, so a guessed token
+    /// cannot be confirmed either. A desk that mistypes a few times is not affected.
+    pub auth_failures_per_minute: u32,
+    /// The header in which the bank's reverse proxy names the client (for example
+    /// `X-Forwarded-For`; its last address is used, the one the proxy itself appended).
+    /// Empty: the TCP peer address. Set it only behind a proxy that sets the header, or a
+    /// client could claim any address; without it, every client behind the proxy shares
+    /// one allowance of wrong tokens.
+    pub client_ip_header: String,
 }
 
 impl Default for ServerConfig {
@@ -91,6 +102,8 @@ impl Default for ServerConfig {
             sweep_interval_secs: 15,
             cookie_secure: false,
             chat_frame_ancestors: Vec::new(),
+            auth_failures_per_minute: 10,
+            client_ip_header: String::new(),
         }
     }
 }

@@ -663,3 +663,177 @@ async fn a_transaction_alert_reaches_the_customer_who_bound_the_card_once() {
         (Some(0), Some(1))
     );
 }
+
+/// Guessing tokens from the attacker's side: a client that sent a few wrong tokens is
+/// refused before any further token is checked (the right one included, so a guess
+/// cannot be confirmed), on every door: admin API, agent API, desk sign-in, alerts.
+/// Another client, and the same client after the allowance refills, are not affected.
+#[tokio::test]
+async fn a_client_guessing_tokens_is_locked_out_and_others_are_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(
+        dir.path(),
+        &config(&format!(
+            "[server]\nauth_failures_per_minute = 3\nclient_ip_header = \"X-Forwarded-For\"\n\
+             [alerts]\ntoken_sha256 = \"{}\"\n",
+            kefu::handoff::hash_token("bank-alerts-token-0123456789")
+        )),
+    );
+    let c = client();
+    // The proxy appends the address it saw; whatever the client put before it is ignored.
+    let from = |who: &str| format!("forged-by-client, {who}");
+    let attacker = from("203.0.113.7");
+    let send = |method: reqwest::Method, path: &str, who: &str, bearer: &str| {
+        c.request(method, s.url(path))
+            .header("X-Forwarded-For", who)
+            .bearer_auth(bearer)
+    };
+    for guess in [
+        "guess-one-0123456789",
+        "guess-two-0123456789",
+        "guess-three-012345",
+    ] {
+        let res = send(reqwest::Method::GET, "/v1/admin/stats", &attacker, guess)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 401, "{guess}");
+    }
+    // Now even the right admin token is not checked for this client.
+    let res = send(
+        reqwest::Method::GET,
+        "/v1/admin/stats",
+        &attacker,
+        ADMIN_TOKEN,
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(res.status(), 429);
+    let wait: u64 = res.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&wait), "Retry-After {wait}");
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "too_many_failures");
+    // The other doors are shut for it too, with right tokens.
+    let res = send(
+        reqwest::Method::GET,
+        "/v1/agent/queue",
+        &attacker,
+        &token("head"),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(res.status(), 429);
+    let res = c
+        .post(s.url("/v1/agent/session"))
+        .header("X-Forwarded-For", &attacker)
+        .json(&json!({"token": token("head")}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 429);
+    let res = c
+        .post(s.url("/v1/admin/session"))
+        .header("X-Forwarded-For", from("203.0.113.7"))
+        .json(&json!({"token": ADMIN_TOKEN}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 429);
+    let alert = json!({
+        "alert_id": "TX-9", "tenant": "bank", "customer": "C001", "card_tail": "2345",
+        "amount": -100, "at": 1_780_000_000,
+    });
+    let res = send(
+        reqwest::Method::POST,
+        "/v1/backend/alerts",
+        &attacker,
+        "bank-alerts-token-0123456789",
+    )
+    .json(&alert)
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(res.status(), 429);
+    // Another client behind the same proxy works, on every door.
+    let colleague = from("198.51.100.9");
+    let res = send(
+        reqwest::Method::GET,
+        "/v1/admin/stats",
+        &colleague,
+        ADMIN_TOKEN,
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(res.status(), 200);
+    let res = send(
+        reqwest::Method::GET,
+        "/v1/agent/queue",
+        &colleague,
+        &token("head"),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(res.status(), 200);
+    let res = c
+        .post(s.url("/v1/agent/session"))
+        .header("X-Forwarded-For", &colleague)
+        .json(&json!({"token": token("a0571")}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    // A mistyped token or two does not lock anyone out.
+    let typo = from("198.51.100.10");
+    for _ in 0..2 {
+        let res = send(
+            reqwest::Method::GET,
+            "/v1/admin/stats",
+            &typo,
+            "typo-0123456789abc",
+        )
+        .send()
+        .await
+        .unwrap();
+        assert_eq!(res.status(), 401);
+    }
+    let res = send(reqwest::Method::GET, "/v1/admin/stats", &typo, ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    // The refusals are counted for the operators.
+    let metrics = c
+        .get(s.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.contains("kind=\"auth_throttled\"") && !l.ends_with(" 0")),
+        "{metrics}"
+    );
+    // One token refills in 60 / 3 = 20 s; the attacker's right token then works again.
+    tokio::time::sleep(Duration::from_secs(wait + 1)).await;
+    let res = send(
+        reqwest::Method::GET,
+        "/v1/admin/stats",
+        &attacker,
+        ADMIN_TOKEN,
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(res.status(), 200);
+}

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::error::{ApiError, ApiJson};
-use super::{bearer, AppState};
+use super::{bearer, AppState, Client};
 use crate::error::Error;
 use crate::knowledge::bundle::{ContentBundle, ContentFile};
 use crate::knowledge::Summary;
@@ -25,14 +25,16 @@ pub(super) fn routes() -> Router<Arc<AppState>> {
         .route("/v1/admin/stats", get(stats))
 }
 
-fn admin(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+fn admin(state: &AppState, client: &Client, headers: &HeaderMap) -> Result<(), ApiError> {
     if bearer(headers).is_none() {
         // The content page signs in once and sends a session cookie instead.
         return crate::channels::web::admin_from_cookie(state, headers);
     }
+    state.auth_allowed(client)?;
     if state.admin_ok(bearer(headers)) {
         Ok(())
     } else {
+        state.auth_failed(client);
         metrics::counter!("kefu_errors_total", "kind" => "admin_unauthorized").increment(1);
         tracing::warn!("admin request without a valid token refused");
         Err(ApiError::unauthorized())
@@ -147,10 +149,11 @@ fn report(version: String, result: Result<Summary, Error>) -> Result<ValidationR
     responses((status = 200, body = ValidationReport), (status = 401, body = super::error::ErrorBody)))]
 pub(super) async fn validate(
     State(state): State<Arc<AppState>>,
+    client: Client,
     headers: HeaderMap,
     ApiJson(upload): ApiJson<ContentUpload>,
 ) -> Result<ApiJson<ValidationReport>, ApiError> {
-    admin(&state, &headers)?;
+    admin(&state, &client, &headers)?;
     let content = bundle(upload)?;
     let version = content.version();
     let result =
@@ -166,10 +169,11 @@ pub(super) async fn validate(
               (status = 401, body = super::error::ErrorBody)))]
 pub(super) async fn publish(
     State(state): State<Arc<AppState>>,
+    client: Client,
     headers: HeaderMap,
     ApiJson(upload): ApiJson<ContentUpload>,
 ) -> Result<(StatusCode, ApiJson<ValidationReport>), ApiError> {
-    admin(&state, &headers)?;
+    admin(&state, &client, &headers)?;
     let content = bundle(upload)?;
     let version = content.version();
     // Publishing builds a whole index: it gets its own task, not the request deadline.
@@ -191,9 +195,10 @@ pub(super) async fn publish(
     responses((status = 200, description = "groups of questions")))]
 pub(super) async fn unanswered(
     State(state): State<Arc<AppState>>,
+    client: Client,
     headers: HeaderMap,
 ) -> Result<ApiJson<Vec<crate::report::UnansweredGroup>>, ApiError> {
-    admin(&state, &headers)?;
+    admin(&state, &client, &headers)?;
     let groups = state.blocking(|e| e.unanswered()).await?;
     Ok(ApiJson(groups))
 }
@@ -217,9 +222,10 @@ pub struct Stats {
     responses((status = 200, body = Stats)))]
 pub(super) async fn stats(
     State(state): State<Arc<AppState>>,
+    client: Client,
     headers: HeaderMap,
 ) -> Result<ApiJson<Stats>, ApiError> {
-    admin(&state, &headers)?;
+    admin(&state, &client, &headers)?;
     let stats = state
         .blocking(|e| {
             use crate::retrieval::Band;

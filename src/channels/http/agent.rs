@@ -17,7 +17,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use utoipa::ToSchema;
 
 use super::error::{query_rejection, ApiError, ApiJson};
-use super::{bearer, now, push_to_channels, AgentEvent, AppState};
+use super::{bearer, now, push_to_channels, AgentEvent, AppState, Client};
 use crate::handoff::{Agent, Ticket, TicketId, TicketState};
 use crate::store::Speaker;
 
@@ -48,9 +48,12 @@ impl FromRequestParts<Arc<AppState>> for Me {
             return crate::channels::web::agent_from_cookie(state, &parts.method, &parts.headers)
                 .map(Me);
         };
+        let client = Client::of(state, parts);
+        state.auth_allowed(&client)?;
         match state.engine.agents().authenticate(token) {
             Ok(a) => Ok(Me(a.clone())),
             Err(_) => {
+                state.auth_failed(&client);
                 metrics::counter!("kefu_errors_total", "kind" => "agent_unauthorized").increment(1);
                 tracing::warn!("agent request with an unknown token refused");
                 Err(ApiError::unauthorized())

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::error::{ApiError, ApiJson};
-use super::{bearer, push_to_channels, AppState};
+use super::{bearer, push_to_channels, AppState, Client};
 use crate::engine::account::AlertEvent;
 use crate::engine::{Reply, ReplyKind};
 
@@ -56,10 +56,13 @@ pub struct AlertResult {
     responses((status = 200, body = AlertResult), (status = 401, body = super::error::ErrorBody)))]
 pub(super) async fn alert(
     State(state): State<Arc<AppState>>,
+    client: Client,
     headers: HeaderMap,
     ApiJson(req): ApiJson<AlertRequest>,
 ) -> Result<ApiJson<AlertResult>, ApiError> {
+    state.auth_allowed(&client)?;
     if !state.alerts_ok(bearer(&headers)) {
+        state.auth_failed(&client);
         metrics::counter!("kefu_errors_total", "kind" => "alerts_unauthorized").increment(1);
         return Err(ApiError::unauthorized());
     }

@@ -107,7 +107,9 @@ pub struct AppState {
     alerts_hash: Option<[u8; 32]>,
     pub customers: broadcast::Sender<CustomerSignal>,
     pub agents: broadcast::Sender<AgentEvent>,
-    limiter: RateLimiter,
+    limiter: RateLimiter<UserKey>,
+    /// Wrong agent, admin and alert tokens per client (`[server] auth_failures_per_minute`).
+    auth_failures: RateLimiter<String>,
     metrics: PrometheusHandle,
     shutdown: watch::Receiver<bool>,
     pushers: Vec<Arc<dyn CustomerPush>>,
@@ -125,6 +127,10 @@ impl AppState {
         let alerts_hash = service_token("alerts", &engine.config().alerts)?;
         Ok(AppState {
             limiter: RateLimiter::new(config.customer_messages_per_minute, config.customer_burst),
+            auth_failures: RateLimiter::new(
+                config.auth_failures_per_minute,
+                config.auth_failures_per_minute,
+            ),
             engine,
             config,
             admin_hash,
@@ -189,6 +195,24 @@ impl AppState {
         let _ = self.agents.send(e);
     }
 
+    /// Refuses a client that has used up its allowance of wrong tokens, before any token
+    /// it sends is checked: a right guess must not be told apart from a wrong one.
+    pub(crate) fn auth_allowed(&self, client: &Client) -> Result<(), ApiError> {
+        match self.auth_failures.wait(&client.0) {
+            None => Ok(()),
+            Some(wait) => {
+                metrics::counter!("kefu_errors_total", "kind" => "auth_throttled").increment(1);
+                tracing::warn!(client = %client.0, "token check refused: too many wrong tokens");
+                Err(ApiError::too_many_failures(wait))
+            }
+        }
+    }
+
+    /// Counts a wrong token against `client`.
+    pub(crate) fn auth_failed(&self, client: &Client) {
+        self.auth_failures.allow(&client.0);
+    }
+
     pub(crate) fn admin_ok(&self, token: Option<&str>) -> bool {
         token_matches(self.admin_hash, token)
     }
@@ -250,16 +274,16 @@ fn metrics_handle() -> PrometheusHandle {
         .clone()
 }
 
-/// Token buckets per customer: `burst` messages at once, refilled at `per_minute`.
-/// Buckets that are full again are dropped by the sweeper, so memory follows the
-/// number of customers active in the last minute or so.
-struct RateLimiter {
+/// Token buckets per key (a customer; a client address for wrong tokens): `burst` at
+/// once, refilled at `per_minute`. Buckets that are full again are dropped by the
+/// sweeper, so memory follows the number of keys active in the last minute or so.
+struct RateLimiter<K> {
     per_sec: f64,
     burst: f64,
-    buckets: Mutex<HashMap<UserKey, (f64, Instant)>>,
+    buckets: Mutex<HashMap<K, (f64, Instant)>>,
 }
 
-impl RateLimiter {
+impl<K: std::hash::Hash + Eq + Clone> RateLimiter<K> {
     fn new(per_minute: u32, burst: u32) -> Self {
         RateLimiter {
             per_sec: f64::from(per_minute.max(1)) / 60.0,
@@ -268,19 +292,33 @@ impl RateLimiter {
         }
     }
 
-    fn allow(&self, key: &UserKey) -> bool {
+    /// The bucket of `key`, refilled up to now.
+    fn refill<'a>(&self, b: &'a mut HashMap<K, (f64, Instant)>, key: &K) -> &'a mut f64 {
         let now = Instant::now();
-        let mut b = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
         let (tokens, last) = b.entry(key.clone()).or_insert((self.burst, now));
         *tokens =
             (*tokens + now.duration_since(*last).as_secs_f64() * self.per_sec).min(self.burst);
         *last = now;
+        tokens
+    }
+
+    /// Takes one token if there is one.
+    fn allow(&self, key: &K) -> bool {
+        let mut b = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        let tokens = self.refill(&mut b, key);
         if *tokens >= 1.0 {
             *tokens -= 1.0;
             true
         } else {
             false
         }
+    }
+
+    /// How long until `key` has a token again; `None` if it has one now. Takes nothing.
+    fn wait(&self, key: &K) -> Option<Duration> {
+        let mut b = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        let tokens = *self.refill(&mut b, key);
+        (tokens < 1.0).then(|| Duration::from_secs_f64((1.0 - tokens) / self.per_sec))
     }
 
     fn prune(&self) {
@@ -290,6 +328,47 @@ impl RateLimiter {
         b.retain(|_, (tokens, last)| {
             *tokens + now.duration_since(*last).as_secs_f64() * per_sec < burst
         });
+    }
+}
+
+/// Who sent a request, for counting wrong tokens: the address the bank's proxy names
+/// in `[server] client_ip_header` (its last entry), else the TCP peer. A request that
+/// reached the router without a connection (in-process tests) is `unknown`.
+#[derive(Debug, Clone)]
+pub struct Client(pub String);
+
+impl Client {
+    pub fn of(state: &AppState, parts: &axum::http::request::Parts) -> Client {
+        let header = state.config.client_ip_header.trim();
+        if !header.is_empty() {
+            let named = parts
+                .headers
+                .get_all(header)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .map(str::trim)
+                .rfind(|v| !v.is_empty());
+            if let Some(ip) = named {
+                return Client(ip.chars().take(64).collect());
+            }
+        }
+        parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| Client(c.0.ip().to_string()))
+            .unwrap_or_else(|| Client("unknown".into()))
+    }
+}
+
+impl axum::extract::FromRequestParts<Arc<AppState>> for Client {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Client::of(state, parts))
     }
 }
 
@@ -369,6 +448,8 @@ pub async fn serve(
         tracing::info!("shutting down: finishing requests in flight");
         let _ = tx.send(true);
     };
+    // The peer address feeds the wrong-token allowance per client (see `Client`).
+    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     let result = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
@@ -425,6 +506,7 @@ async fn background(state: Arc<AppState>) {
             Err(e) => tracing::error!(code = e.code, "background duties failed: {}", e.message),
         }
         state.limiter.prune();
+        state.auth_failures.prune();
         // Content another replica published (PostgreSQL store); a no-op on sled.
         if let Err(e) = state.blocking(|e| e.refresh_published()).await {
             tracing::error!(

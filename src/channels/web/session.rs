@@ -21,7 +21,7 @@ use axum::Router;
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
-use crate::channels::http::{ApiError, ApiJson, AppState};
+use crate::channels::http::{ApiError, ApiJson, AppState, Client};
 use crate::handoff::Agent;
 
 const AGENT_COOKIE: &str = "kefu_agent";
@@ -222,13 +222,16 @@ fn agent_json(a: &Agent, csrf: &str) -> serde_json::Value {
               (status = 401, body = crate::channels::http::error::ErrorBody)))]
 pub(crate) async fn agent_sign_in(
     State(state): State<Arc<AppState>>,
+    client: Client,
     headers: HeaderMap,
     ApiJson(body): ApiJson<SignIn>,
 ) -> Result<Response, ApiError> {
     cross_site(&headers)?;
+    state.auth_allowed(&client)?;
     let agent = match state.engine.agents().authenticate(body.token.trim()) {
         Ok(a) => a.clone(),
         Err(_) => {
+            state.auth_failed(&client);
             metrics::counter!("kefu_errors_total", "kind" => "agent_unauthorized").increment(1);
             tracing::warn!("desk sign-in with an unknown token refused");
             return Err(ApiError::unauthorized());
@@ -272,11 +275,14 @@ pub(crate) async fn agent_sign_out(
               (status = 401, body = crate::channels::http::error::ErrorBody)))]
 pub(crate) async fn admin_sign_in(
     State(state): State<Arc<AppState>>,
+    client: Client,
     headers: HeaderMap,
     ApiJson(body): ApiJson<SignIn>,
 ) -> Result<Response, ApiError> {
     cross_site(&headers)?;
+    state.auth_allowed(&client)?;
     if !state.admin_ok(Some(body.token.trim())) {
+        state.auth_failed(&client);
         metrics::counter!("kefu_errors_total", "kind" => "admin_unauthorized").increment(1);
         tracing::warn!("content page sign-in with a wrong token refused");
         return Err(ApiError::unauthorized());
