@@ -463,14 +463,7 @@ fn the_served_engine_uses_the_service_and_counts_its_failures() {
         .await;
         assert_eq!(reply["kind"], "answer", "{reply}");
         assert_eq!(fake.texts(), sent);
-        let metrics = c
-            .get(server.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let metrics = common::server::metrics_text(&c, &server).await;
         let line = metrics
             .lines()
             .find(|l| l.starts_with("kefu_embeddings_fallback_total"))

@@ -6,8 +6,8 @@ mod common;
 use std::time::Duration;
 
 use common::server::{
-    bundled_upload, client, config, get, post, say, token, upload_with_parrot, Server, Sse,
-    ADMIN_TOKEN,
+    bundled_upload, client, config, get, metrics_text, post, say, token, upload_with_parrot,
+    Server, Sse, ADMIN_TOKEN,
 };
 use serde_json::{json, Value};
 
@@ -52,14 +52,7 @@ async fn a_customer_asks_and_picks_a_numbered_option() {
     let (status, health) = get(&c, &s, "/healthz", "").await;
     assert_eq!(status, 200);
     assert_eq!(health["version"].as_str().unwrap().len(), 12);
-    let metrics = c
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&c, &s).await;
     assert!(metrics.contains("kefu_messages_total"), "{metrics}");
     let (_, api) = get(&c, &s, "/openapi.json", "").await;
     assert!(api["paths"]["/v1/messages"]["post"].is_object());
@@ -664,176 +657,110 @@ async fn a_transaction_alert_reaches_the_customer_who_bound_the_card_once() {
     );
 }
 
+/// One request from client `who` (as the bank's proxy names it in X-Forwarded-For, after
+/// whatever the client itself put there): status, Retry-After, JSON body.
+async fn from_client(
+    c: &reqwest::Client,
+    s: &Server,
+    who: &str,
+    path: &str,
+    bearer: Option<&str>,
+    body: Option<Value>,
+) -> (u16, Option<u64>, Value) {
+    let mut req = match &body {
+        Some(b) => c.post(s.url(path)).json(b),
+        None => c.get(s.url(path)),
+    }
+    .header("X-Forwarded-For", format!("forged-by-client, {who}"));
+    if let Some(t) = bearer {
+        req = req.bearer_auth(t);
+    }
+    let res = req.send().await.unwrap();
+    let retry = res
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok()?.parse().ok());
+    (
+        res.status().as_u16(),
+        retry,
+        res.json().await.unwrap_or(Value::Null),
+    )
+}
+
 /// Guessing tokens from the attacker's side: a client that sent a few wrong tokens is
 /// refused before any further token is checked (the right one included, so a guess
-/// cannot be confirmed), on every door: admin API, agent API, desk sign-in, alerts.
-/// Another client, and the same client after the allowance refills, are not affected.
+/// cannot be confirmed), on every door: admin API, agent API, desk and content-page
+/// sign-in, alerts. Another client, and the same client after the allowance refills,
+/// are not affected; the leftmost X-Forwarded-For entry (the client's own) is ignored.
 #[tokio::test]
 async fn a_client_guessing_tokens_is_locked_out_and_others_are_not() {
     let dir = tempfile::tempdir().unwrap();
+    let alerts = "bank-alerts-token-0123456789";
     let s = Server::start(
         dir.path(),
         &config(&format!(
             "[server]\nauth_failures_per_minute = 3\nclient_ip_header = \"X-Forwarded-For\"\n\
              [alerts]\ntoken_sha256 = \"{}\"\n",
-            kefu::handoff::hash_token("bank-alerts-token-0123456789")
+            kefu::handoff::hash_token(alerts)
         )),
     );
     let c = client();
-    // The proxy appends the address it saw; whatever the client put before it is ignored.
-    let from = |who: &str| format!("forged-by-client, {who}");
-    let attacker = from("203.0.113.7");
-    let send = |method: reqwest::Method, path: &str, who: &str, bearer: &str| {
-        c.request(method, s.url(path))
-            .header("X-Forwarded-For", who)
-            .bearer_auth(bearer)
-    };
+    let (attacker, colleague, typist) = ("203.0.113.7", "198.51.100.9", "198.51.100.10");
+    let stats = "/v1/admin/stats";
     for guess in [
         "guess-one-0123456789",
         "guess-two-0123456789",
         "guess-three-012345",
     ] {
-        let res = send(reqwest::Method::GET, "/v1/admin/stats", &attacker, guess)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), 401, "{guess}");
+        let (status, _, _) = from_client(&c, &s, attacker, stats, Some(guess), None).await;
+        assert_eq!(status, 401, "{guess}");
     }
     // Now even the right admin token is not checked for this client.
-    let res = send(
-        reqwest::Method::GET,
-        "/v1/admin/stats",
-        &attacker,
-        ADMIN_TOKEN,
-    )
-    .send()
-    .await
-    .unwrap();
-    assert_eq!(res.status(), 429);
-    let wait: u64 = res.headers()["retry-after"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert!((1..=60).contains(&wait), "Retry-After {wait}");
-    let body: Value = res.json().await.unwrap();
+    let (status, wait, body) = from_client(&c, &s, attacker, stats, Some(ADMIN_TOKEN), None).await;
+    assert_eq!(status, 429);
     assert_eq!(body["error"]["code"], "too_many_failures");
-    // The other doors are shut for it too, with right tokens.
-    let res = send(
-        reqwest::Method::GET,
-        "/v1/agent/queue",
-        &attacker,
-        &token("head"),
-    )
-    .send()
-    .await
-    .unwrap();
-    assert_eq!(res.status(), 429);
-    let res = c
-        .post(s.url("/v1/agent/session"))
-        .header("X-Forwarded-For", &attacker)
-        .json(&json!({"token": token("head")}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 429);
-    let res = c
-        .post(s.url("/v1/admin/session"))
-        .header("X-Forwarded-For", from("203.0.113.7"))
-        .json(&json!({"token": ADMIN_TOKEN}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 429);
+    let wait = wait.expect("Retry-After");
+    assert!((1..=60).contains(&wait), "Retry-After {wait}");
+    // Every door, with right tokens: refused for the attacker, open for a colleague.
+    let head = token("head");
     let alert = json!({
         "alert_id": "TX-9", "tenant": "bank", "customer": "C001", "card_tail": "2345",
         "amount": -100, "at": 1_780_000_000,
     });
-    let res = send(
-        reqwest::Method::POST,
-        "/v1/backend/alerts",
-        &attacker,
-        "bank-alerts-token-0123456789",
-    )
-    .json(&alert)
-    .send()
-    .await
-    .unwrap();
-    assert_eq!(res.status(), 429);
-    // Another client behind the same proxy works, on every door.
-    let colleague = from("198.51.100.9");
-    let res = send(
-        reqwest::Method::GET,
-        "/v1/admin/stats",
-        &colleague,
-        ADMIN_TOKEN,
-    )
-    .send()
-    .await
-    .unwrap();
-    assert_eq!(res.status(), 200);
-    let res = send(
-        reqwest::Method::GET,
-        "/v1/agent/queue",
-        &colleague,
-        &token("head"),
-    )
-    .send()
-    .await
-    .unwrap();
-    assert_eq!(res.status(), 200);
-    let res = c
-        .post(s.url("/v1/agent/session"))
-        .header("X-Forwarded-For", &colleague)
-        .json(&json!({"token": token("a0571")}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
-    // A mistyped token or two does not lock anyone out.
-    let typo = from("198.51.100.10");
-    for _ in 0..2 {
-        let res = send(
-            reqwest::Method::GET,
-            "/v1/admin/stats",
-            &typo,
-            "typo-0123456789abc",
-        )
-        .send()
-        .await
-        .unwrap();
-        assert_eq!(res.status(), 401);
+    let doors: [(&str, Option<&str>, Option<Value>); 5] = [
+        (stats, Some(ADMIN_TOKEN), None),
+        ("/v1/agent/queue", Some(&head), None),
+        ("/v1/agent/session", None, Some(json!({"token": head}))),
+        (
+            "/v1/admin/session",
+            None,
+            Some(json!({"token": ADMIN_TOKEN})),
+        ),
+        ("/v1/backend/alerts", Some(alerts), Some(alert)),
+    ];
+    for (path, bearer, body) in &doors {
+        let (status, _, _) = from_client(&c, &s, attacker, path, *bearer, body.clone()).await;
+        assert_eq!(status, 429, "attacker at {path}");
+        let (status, _, reply) = from_client(&c, &s, colleague, path, *bearer, body.clone()).await;
+        assert_eq!(status, 200, "colleague at {path}: {reply}");
     }
-    let res = send(reqwest::Method::GET, "/v1/admin/stats", &typo, ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
+    // A mistyped token or two does not lock anyone out.
+    for _ in 0..2 {
+        let typo = Some("typo-0123456789abcdef");
+        assert_eq!(from_client(&c, &s, typist, stats, typo, None).await.0, 401);
+    }
+    let (status, _, _) = from_client(&c, &s, typist, stats, Some(ADMIN_TOKEN), None).await;
+    assert_eq!(status, 200);
     // The refusals are counted for the operators.
-    let metrics = c
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&c, &s).await;
     assert!(
         metrics
             .lines()
             .any(|l| l.contains("kind=\"auth_throttled\"") && !l.ends_with(" 0")),
         "{metrics}"
     );
-    // One token refills in 60 / 3 = 20 s; the attacker's right token then works again.
+    // One wrong token refills in 60 / 3 = 20 s; the attacker's right token then works.
     tokio::time::sleep(Duration::from_secs(wait + 1)).await;
-    let res = send(
-        reqwest::Method::GET,
-        "/v1/admin/stats",
-        &attacker,
-        ADMIN_TOKEN,
-    )
-    .send()
-    .await
-    .unwrap();
-    assert_eq!(res.status(), 200);
+    let (status, _, _) = from_client(&c, &s, attacker, stats, Some(ADMIN_TOKEN), None).await;
+    assert_eq!(status, 200);
 }

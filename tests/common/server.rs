@@ -221,6 +221,17 @@ pub async fn get(
     (status, res.json().await.unwrap_or(serde_json::Value::Null))
 }
 
+/// The Prometheus text of `/metrics`.
+pub async fn metrics_text(c: &reqwest::Client, s: &Server) -> String {
+    c.get(s.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 /// POST JSON with a bearer token: (status, JSON body or null).
 pub async fn post(
     c: &reqwest::Client,
