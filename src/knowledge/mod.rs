@@ -79,6 +79,8 @@ pub struct KnowledgeBase {
     synonyms: Synonyms,
     /// The bot's own texts (`replies.toml`, or the defaults).
     wording: wording::Wording,
+    /// Words for things the bank does not serve (`outofscope.txt`), in [`search_form`].
+    out_of_scope: Vec<String>,
 }
 
 /// What `kb check` reports on success.
@@ -94,6 +96,7 @@ pub struct Summary {
 
 const USERDICT: &str = "userdict.txt";
 const SYNONYMS: &str = "synonyms.txt";
+const OUT_OF_SCOPE: &str = "outofscope.txt";
 
 impl KnowledgeBase {
     /// Loads and validates every content file in `dir` (not recursive: one directory
@@ -110,6 +113,7 @@ impl KnowledgeBase {
         let mut user_words = Vec::new();
         let mut synonyms = Vec::new();
         let mut wording = None;
+        let mut out_of_scope = Vec::new();
         let mut entry_files = 0;
         for path in &files {
             let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
@@ -123,6 +127,7 @@ impl KnowledgeBase {
             let result = match (name, ext.as_deref()) {
                 (USERDICT, _) => load_userdict(path).map(|w| user_words = w),
                 (SYNONYMS, _) => load_synonyms(path).map(|s| synonyms = s),
+                (OUT_OF_SCOPE, _) => load_out_of_scope(path).map(|w| out_of_scope = w),
                 (wording::REPLIES, _) => wording::Wording::load(path).map(|w| wording = Some(w)),
                 (_, Some("toml" | "csv" | "tsv")) => {
                     let (found, mut problems) = match ext.as_deref() {
@@ -150,7 +155,7 @@ impl KnowledgeBase {
                     path,
                     1,
                     None,
-                    "unknown file type; expected .toml, .csv, .tsv or .xlsx entries, userdict.txt or synonyms.txt",
+                    "unknown file type; expected .toml, .csv, .tsv or .xlsx entries, userdict.txt, synonyms.txt or outofscope.txt",
                 )]),
             };
             if name != wording::REPLIES
@@ -174,6 +179,7 @@ impl KnowledgeBase {
         match KnowledgeBase::build(entries, user_words, synonyms, true) {
             Ok(mut kb) if issues.is_empty() => {
                 kb.wording = wording.unwrap_or_default();
+                kb.out_of_scope = out_of_scope;
                 Ok(kb)
             }
             Ok(_) => Err(ContentErrors(sorted(issues)).into()),
@@ -279,6 +285,7 @@ impl KnowledgeBase {
                 user_words,
                 synonyms,
                 wording: wording::Wording::default(),
+                out_of_scope: Vec::new(),
             })
         } else {
             Err(issues)
@@ -308,6 +315,30 @@ impl KnowledgeBase {
     /// The bot's own texts for this knowledge base.
     pub fn wording(&self) -> &wording::Wording {
         &self.wording
+    }
+
+    /// Words naming things the bank does not serve (other companies' wallets and credit
+    /// products, dreams, fortune telling), from `outofscope.txt`, in [`search_form`]. A
+    /// message naming one is answered only by an entry whose own questions name it too
+    /// (see `Retriever::rank`): 花呗逾期了会怎样 shares every other word with
+    /// 信用卡逾期了会怎样, so no similarity threshold can tell them apart.
+    pub fn out_of_scope(&self) -> &[String] {
+        &self.out_of_scope
+    }
+
+    /// Replaces the out-of-scope words (tests and tools that build a knowledge base from
+    /// entries); each is stored in [`search_form`], empty ones are dropped.
+    pub fn with_out_of_scope<I, S>(mut self, words: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        self.out_of_scope = words
+            .into_iter()
+            .map(|w| search_form(w.as_ref()))
+            .filter(|w| !w.is_empty())
+            .collect();
+        self
     }
 
     pub fn len(&self) -> usize {
@@ -881,6 +912,47 @@ fn load_userdict(path: &Path) -> std::result::Result<Vec<DictWord>, Vec<ContentI
     }
 }
 
+/// `outofscope.txt`: one word or phrase a line, `#` comments. A phrase must stay one
+/// word in [`search_form`] (no spaces or punctuation inside), because it is matched as
+/// a substring of the message's search form.
+fn load_out_of_scope(path: &Path) -> std::result::Result<Vec<String>, Vec<ContentIssue>> {
+    let text = read_text(path).map_err(|i| vec![i])?;
+    let mut words = Vec::new();
+    let mut issues = Vec::new();
+    let mut first_seen: HashMap<String, usize> = HashMap::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let word = search_form(line);
+        if word.is_empty() || word.contains(char::is_whitespace) {
+            issues.push(issue(
+                path,
+                n + 1,
+                None,
+                "an out-of-scope line holds one word or phrase, without spaces or punctuation",
+            ));
+            continue;
+        }
+        if let Some(prev) = first_seen.insert(word.clone(), n + 1) {
+            issues.push(issue(
+                path,
+                n + 1,
+                None,
+                format!("\"{line}\" is already listed on line {prev}"),
+            ));
+            continue;
+        }
+        words.push(word);
+    }
+    if issues.is_empty() {
+        Ok(words)
+    } else {
+        Err(issues)
+    }
+}
+
 fn load_synonyms(path: &Path) -> std::result::Result<Vec<Vec<String>>, Vec<ContentIssue>> {
     let text = read_text(path).map_err(|i| vec![i])?;
     let mut groups = Vec::new();
@@ -1114,6 +1186,26 @@ valid_from = "2026-13-01"
         assert!(errors(dir.path())
             .join("\n")
             .contains("missing required column \"id\""));
+    }
+
+    #[test]
+    fn out_of_scope_words_load_normalized_and_bad_lines_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "a.toml", GOOD);
+        write(dir.path(), OUT_OF_SCOPE, "# 他行产品\n花唄\n\n白条\n");
+        let kb = KnowledgeBase::load_dir(dir.path()).unwrap();
+        // Traditional script is stored as the simplified search form, like messages.
+        assert_eq!(kb.out_of_scope(), ["花呗", "白条"]);
+        write(dir.path(), OUT_OF_SCOPE, "花呗\n微信 零钱\n花呗\n");
+        let joined = errors(dir.path()).join("\n");
+        assert!(
+            joined.contains("outofscope.txt:2: an out-of-scope line"),
+            "{joined}"
+        );
+        assert!(
+            joined.contains("outofscope.txt:3: \"花呗\" is already listed on line 1"),
+            "{joined}"
+        );
     }
 
     #[test]

@@ -1058,6 +1058,14 @@ impl Retriever {
             });
         }
         let unknown_words = self.unknown_share(&query);
+        // Out-of-scope words the message names (花呗, 梦见; `outofscope.txt`).
+        let foreign: Vec<&str> = self
+            .kb
+            .out_of_scope()
+            .iter()
+            .map(String::as_str)
+            .filter(|w| query.normalized.contains(w))
+            .collect();
         let bm25 = self.bm25_entries(&query, audience)?;
         let top_bm25 = bm25.first().map_or(1.0, |(_, s)| *s).max(f32::EPSILON);
         let c = &self.config;
@@ -1164,10 +1172,20 @@ impl Retriever {
                 {
                     score += c.branch_bonus;
                 }
-                let topical = features.keyword > 0.0
-                    || self.prepared[entry].iter().any(|p| query.shares_topic(p))
-                    || dense_config
-                        .is_some_and(|d| vector.is_some() && features.cosine >= d.topic_cosine);
+                // A message about another company's product or a dream is on topic only
+                // for an entry whose own questions name that word: every other word of
+                // 花呗逾期了会怎样 is 信用卡逾期了会怎样's, so no threshold separates them.
+                let names_foreign = foreign.iter().all(|w| {
+                    self.prepared[entry]
+                        .iter()
+                        .any(|p| p.normalized.contains(w))
+                });
+                let topical = names_foreign
+                    && (features.keyword > 0.0
+                        || self.prepared[entry].iter().any(|p| query.shares_topic(p))
+                        || dense_config.is_some_and(|d| {
+                            vector.is_some() && features.cosine >= d.topic_cosine
+                        }));
                 // Negative questions have no vectors: compared lexically on both sides.
                 let negated = self.negatives[entry].iter().any(|p| {
                     text_features(&query, p, &self.idf).similarity(&c.similarity_weights)
@@ -1652,6 +1670,52 @@ mod tests {
         // Known words alone carry no penalty.
         let known = retriever(sample()).rank("转账限额", everyone()).unwrap();
         assert_eq!(known.unknown_words, 0.0);
+    }
+
+    #[test]
+    fn out_of_scope_words_fall_back_unless_an_entry_names_them() {
+        let mut e = sample();
+        e.push(entry(
+            "cc-overdue",
+            "信用卡",
+            "信用卡逾期了会怎样",
+            &["信用卡晚还了几天", "信用卡没按时还款"],
+        ));
+        let rank = |entries: Vec<Entry>, words: &[&str], q: &str| {
+            let kb = KnowledgeBase::from_entries(entries)
+                .unwrap()
+                .with_out_of_scope(words.iter().copied());
+            let r = Retriever::new(Arc::new(kb), RetrievalConfig::default()).unwrap();
+            let ranking = r.rank(q, everyone()).unwrap();
+            let offered: Vec<String> = ranking
+                .offered()
+                .iter()
+                .map(|c| r.entry(c.entry).unwrap().id.clone())
+                .collect();
+            (ranking.band, offered)
+        };
+        // Without the list the other company's product gets the bank's answer.
+        let (band, offered) = rank(e.clone(), &[], "花呗逾期了会怎样");
+        assert_ne!(band, Band::NoMatch);
+        assert_eq!(offered.first().map(String::as_str), Some("cc-overdue"));
+        // With it, the message falls back; a message without the word is unaffected.
+        assert_eq!(
+            rank(e.clone(), &["花呗"], "花呗逾期了会怎样").0,
+            Band::NoMatch
+        );
+        let (band, offered) = rank(e.clone(), &["花呗"], "信用卡逾期了会怎样");
+        assert_eq!(band, Band::Confident);
+        assert_eq!(offered, ["cc-overdue"]);
+        // An entry that names the word itself still answers it.
+        e.push(entry(
+            "huabei",
+            "还款",
+            "能用花呗还信用卡吗",
+            &["花呗可以还信用卡吗"],
+        ));
+        let (band, offered) = rank(e, &["花呗"], "花呗能还信用卡吗");
+        assert_ne!(band, Band::NoMatch);
+        assert_eq!(offered.first().map(String::as_str), Some("huabei"));
     }
 
     #[test]
