@@ -630,8 +630,8 @@ fn kb_check(dir: &Path, intents: &Path) -> Result<std::process::ExitCode> {
         Ok(kb) => {
             let s = kb.summary();
             say!(
-                "ok: {} entries, {} similar questions, {} categories in {} files; {} user-dictionary words, {} synonyms",
-                s.entries, s.similar_questions, s.categories, s.files, s.user_words, s.synonyms
+                "ok: {} entries, {} similar questions, {} categories in {} files; {} user-dictionary words, {} synonyms, {} out-of-scope words",
+                s.entries, s.similar_questions, s.categories, s.files, s.user_words, s.synonyms, s.out_of_scope_words
             );
         }
         Err(kefu::Error::Content(errors)) => {

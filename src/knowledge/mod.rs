@@ -92,6 +92,8 @@ pub struct Summary {
     pub files: usize,
     pub user_words: usize,
     pub synonyms: usize,
+    /// Words of `outofscope.txt`: shown so an editor sees the file was read.
+    pub out_of_scope_words: usize,
 }
 
 const USERDICT: &str = "userdict.txt";
@@ -373,6 +375,7 @@ impl KnowledgeBase {
             files: files.len(),
             user_words: self.user_words.len(),
             synonyms: self.synonyms.len(),
+            out_of_scope_words: self.out_of_scope.len(),
         }
     }
 }
