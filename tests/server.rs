@@ -744,6 +744,27 @@ async fn a_client_guessing_tokens_is_locked_out_and_others_are_not() {
         let (status, _, reply) = from_client(&c, &s, colleague, path, *bearer, body.clone()).await;
         assert_eq!(status, 200, "colleague at {path}: {reply}");
     }
+    // Guesses sent all at once get no more tries than guesses sent one by one.
+    let burst = futures_util::future::join_all((0..12).map(|i| {
+        let guess = format!("parallel-guess-{i:02}-0123456789");
+        let (c, s) = (&c, &s);
+        async move {
+            from_client(c, s, "192.0.2.55", stats, Some(&guess), None)
+                .await
+                .0
+        }
+    }))
+    .await;
+    assert_eq!(
+        burst.iter().filter(|&&st| st == 401).count(),
+        3,
+        "{burst:?}"
+    );
+    assert_eq!(
+        burst.iter().filter(|&&st| st == 429).count(),
+        9,
+        "{burst:?}"
+    );
     // A mistyped token or two does not lock anyone out.
     for _ in 0..2 {
         let typo = Some("typo-0123456789abcdef");

@@ -30,11 +30,9 @@ fn admin(state: &AppState, client: &Client, headers: &HeaderMap) -> Result<(), A
         // The content page signs in once and sends a session cookie instead.
         return crate::channels::web::admin_from_cookie(state, headers);
     }
-    state.auth_allowed(client)?;
-    if state.admin_ok(bearer(headers)) {
+    if state.check_token(client, || state.admin_ok(bearer(headers)))? {
         Ok(())
     } else {
-        state.auth_failed(client);
         metrics::counter!("kefu_errors_total", "kind" => "admin_unauthorized").increment(1);
         tracing::warn!("admin request without a valid token refused");
         Err(ApiError::unauthorized())

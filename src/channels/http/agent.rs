@@ -49,11 +49,14 @@ impl FromRequestParts<Arc<AppState>> for Me {
                 .map(Me);
         };
         let client = Client::of(state, parts);
-        state.auth_allowed(&client)?;
-        match state.engine.agents().authenticate(token) {
-            Ok(a) => Ok(Me(a.clone())),
-            Err(_) => {
-                state.auth_failed(&client);
+        let mut agent = None;
+        state.check_token(&client, || {
+            agent = state.engine.agents().authenticate(token).ok().cloned();
+            agent.is_some()
+        })?;
+        match agent {
+            Some(a) => Ok(Me(a)),
+            None => {
                 metrics::counter!("kefu_errors_total", "kind" => "agent_unauthorized").increment(1);
                 tracing::warn!("agent request with an unknown token refused");
                 Err(ApiError::unauthorized())

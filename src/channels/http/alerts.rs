@@ -60,9 +60,7 @@ pub(super) async fn alert(
     headers: HeaderMap,
     ApiJson(req): ApiJson<AlertRequest>,
 ) -> Result<ApiJson<AlertResult>, ApiError> {
-    state.auth_allowed(&client)?;
-    if !state.alerts_ok(bearer(&headers)) {
-        state.auth_failed(&client);
+    if !state.check_token(&client, || state.alerts_ok(bearer(&headers)))? {
         metrics::counter!("kefu_errors_total", "kind" => "alerts_unauthorized").increment(1);
         return Err(ApiError::unauthorized());
     }

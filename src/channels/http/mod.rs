@@ -195,22 +195,26 @@ impl AppState {
         let _ = self.agents.send(e);
     }
 
-    /// Refuses a client that has used up its allowance of wrong tokens, before any token
-    /// it sends is checked: a right guess must not be told apart from a wrong one.
-    pub(crate) fn auth_allowed(&self, client: &Client) -> Result<(), ApiError> {
-        match self.auth_failures.wait(&client.0) {
-            None => Ok(()),
-            Some(wait) => {
-                metrics::counter!("kefu_errors_total", "kind" => "auth_throttled").increment(1);
-                tracing::warn!(client = %client.0, "token check refused: too many wrong tokens");
-                Err(ApiError::too_many_failures(wait))
-            }
+    /// Checks a token for `client` with `check`, counting a wrong one against it. A
+    /// client that has used up its allowance of wrong tokens is refused before `check`
+    /// runs: a right guess must not be told apart from a wrong one. The allowance is
+    /// taken before the check and given back for a right token, so parallel guesses
+    /// cannot all pass while the first ones are still being checked.
+    pub(crate) fn check_token(
+        &self,
+        client: &Client,
+        check: impl FnOnce() -> bool,
+    ) -> Result<bool, ApiError> {
+        if let Err(wait) = self.auth_failures.take(&client.0) {
+            metrics::counter!("kefu_errors_total", "kind" => "auth_throttled").increment(1);
+            tracing::warn!(client = %client.0, "token check refused: too many wrong tokens");
+            return Err(ApiError::too_many_failures(wait));
         }
-    }
-
-    /// Counts a wrong token against `client`.
-    pub(crate) fn auth_failed(&self, client: &Client) {
-        self.auth_failures.allow(&client.0);
+        let ok = check();
+        if ok {
+            self.auth_failures.give_back(&client.0);
+        }
+        Ok(ok)
     }
 
     pub(crate) fn admin_ok(&self, token: Option<&str>) -> bool {
@@ -314,11 +318,24 @@ impl<K: std::hash::Hash + Eq + Clone> RateLimiter<K> {
         }
     }
 
-    /// How long until `key` has a token again; `None` if it has one now. Takes nothing.
-    fn wait(&self, key: &K) -> Option<Duration> {
+    /// Takes one token, or says how long until there is one.
+    fn take(&self, key: &K) -> Result<(), Duration> {
         let mut b = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
-        let tokens = *self.refill(&mut b, key);
-        (tokens < 1.0).then(|| Duration::from_secs_f64((1.0 - tokens) / self.per_sec))
+        let tokens = self.refill(&mut b, key);
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64((1.0 - *tokens) / self.per_sec))
+        }
+    }
+
+    /// Gives back a token taken by [`RateLimiter::take`].
+    fn give_back(&self, key: &K) {
+        let mut b = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        let burst = self.burst;
+        let tokens = self.refill(&mut b, key);
+        *tokens = (*tokens + 1.0).min(burst);
     }
 
     fn prune(&self) {

@@ -227,11 +227,19 @@ pub(crate) async fn agent_sign_in(
     ApiJson(body): ApiJson<SignIn>,
 ) -> Result<Response, ApiError> {
     cross_site(&headers)?;
-    state.auth_allowed(&client)?;
-    let agent = match state.engine.agents().authenticate(body.token.trim()) {
-        Ok(a) => a.clone(),
-        Err(_) => {
-            state.auth_failed(&client);
+    let mut found = None;
+    state.check_token(&client, || {
+        found = state
+            .engine
+            .agents()
+            .authenticate(body.token.trim())
+            .ok()
+            .cloned();
+        found.is_some()
+    })?;
+    let agent = match found {
+        Some(a) => a,
+        None => {
             metrics::counter!("kefu_errors_total", "kind" => "agent_unauthorized").increment(1);
             tracing::warn!("desk sign-in with an unknown token refused");
             return Err(ApiError::unauthorized());
@@ -280,9 +288,7 @@ pub(crate) async fn admin_sign_in(
     ApiJson(body): ApiJson<SignIn>,
 ) -> Result<Response, ApiError> {
     cross_site(&headers)?;
-    state.auth_allowed(&client)?;
-    if !state.admin_ok(Some(body.token.trim())) {
-        state.auth_failed(&client);
+    if !state.check_token(&client, || state.admin_ok(Some(body.token.trim())))? {
         metrics::counter!("kefu_errors_total", "kind" => "admin_unauthorized").increment(1);
         tracing::warn!("content page sign-in with a wrong token refused");
         return Err(ApiError::unauthorized());
