@@ -186,7 +186,8 @@ impl Weights {
     /// 1 → 0.769, 4 → 0.775, 8 → 0.774, cosine alone 0.760), but these weights make the
     /// similarity the bands cut, and on the tune half of `eval/customer-messages.tsv`
     /// (see `EmbeddingsConfig::default`) 1.0 answers more in the first reply than 4.0
-    /// (59.6 % against 55.1 %) and shows a right entry more often (89.7 % against 87.5 %).
+    /// (59.6 % against 55.1 %) and shows a right entry more often (89.7 % against 87.5 %),
+    /// measured with the first hybrid weights and bands (commit 501ffeb); not re-chosen since.
     pub fn dense_similarity_default() -> Self {
         Weights {
             cosine: 1.0,
