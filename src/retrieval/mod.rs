@@ -1092,8 +1092,8 @@ impl Retriever {
     /// many entries and drowns the question. If that clause is not a confident match,
     /// up to [`MAX_EARLIER_CLAUSES`] earlier clauses worded as questions are ranked on
     /// their own, and one with a strictly better band wins: the question may come first
-    /// ("跨行转账收手续费吗？我每个月都…"). On the tuning sets this changed no first reply
-    /// of the tune half or the second blind set. On the third blind set
+    /// ("跨行转账收手续费吗？我每个月都…"). It left every figure of the tune half and the
+    /// second blind set unchanged. On the third blind set
     /// (`eval/blind3-messages.tsv`) it added two answers, one right and one wrong, and two
     /// right entries seen. Story clauses are never ranked alone: without that rule, the tune
     /// half lost a right answer to "附近没看到自己银行的网点" → br-find. Only if nothing
