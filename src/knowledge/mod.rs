@@ -872,15 +872,20 @@ pub(crate) fn table_entries(
     (entries, issues)
 }
 
+/// The lines of a word-list file (`userdict.txt`, `synonyms.txt`, `outofscope.txt`) that
+/// hold something: trimmed, with their 0-based index, blank lines and `#` comments skipped.
+fn content_lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
+    text.lines()
+        .map(str::trim)
+        .enumerate()
+        .filter(|(_, line)| !line.is_empty() && !line.starts_with('#'))
+}
+
 fn load_userdict(path: &Path) -> std::result::Result<Vec<DictWord>, Vec<ContentIssue>> {
     let text = read_text(path).map_err(|i| vec![i])?;
     let mut words = Vec::new();
     let mut issues = Vec::new();
-    for (n, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
+    for (n, line) in content_lines(&text) {
         let mut parts = line.split_whitespace();
         let word = parts.next().unwrap_or_default().to_owned();
         let freq = match parts.next().map(str::parse::<usize>) {
@@ -923,11 +928,7 @@ fn load_out_of_scope(path: &Path) -> std::result::Result<Vec<String>, Vec<Conten
     let mut words = Vec::new();
     let mut issues = Vec::new();
     let mut first_seen: HashMap<String, usize> = HashMap::new();
-    for (n, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
+    for (n, line) in content_lines(&text) {
         let word = search_form(line);
         if word.is_empty() || word.contains(char::is_whitespace) {
             issues.push(issue(
@@ -961,11 +962,7 @@ fn load_synonyms(path: &Path) -> std::result::Result<Vec<Vec<String>>, Vec<Conte
     let mut groups = Vec::new();
     let mut issues = Vec::new();
     let mut first_seen: HashMap<String, usize> = HashMap::new();
-    for (n, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
+    for (n, line) in content_lines(&text) {
         let words: Vec<String> = line.split_whitespace().map(str::to_owned).collect();
         if words.len() < 2 {
             issues.push(issue(
