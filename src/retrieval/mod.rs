@@ -1115,9 +1115,10 @@ impl Retriever {
         if focused.band == Band::Confident {
             return Ok(focused);
         }
-        // The last clause is not a clear question: the question may be the whole message,
-        // or an earlier clause ("卡丢了怎么挂失，我人在外地，钱包也被偷了"). The first
-        // ranking with the strictly best band wins; on a tie the last clause stays.
+        // The last clause is not a clear question: the question may be in an earlier
+        // clause ("卡丢了怎么挂失，我人在外地，钱包也被偷了"). The first ranking with the
+        // strictly best band wins; on a tie the last clause stays. The whole message is
+        // ranked only when no clause matched anything.
         let mut best = focused;
         let head = &normalized[..normalized.len() - tail.len()];
         for clause in other_clauses(head) {
