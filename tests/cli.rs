@@ -250,3 +250,34 @@ fn kefu_runs_from_any_directory_on_its_built_in_content() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A proxy header name that HTTP cannot carry is refused at start, with the setting named,
+/// instead of silently counting every client behind the proxy as one.
+#[test]
+fn serve_refuses_a_client_ip_header_that_is_not_a_header_name() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("kefu.toml"),
+        "[server]\nclient_ip_header = \"X Forwarded For\"\n",
+    )
+    .unwrap();
+    let out = kefu(
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--data",
+            "store",
+            "--config",
+            "kefu.toml",
+        ],
+        b"",
+        dir.path(),
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("[server] client_ip_header: \"X Forwarded For\" is not an HTTP header name"),
+        "{err}"
+    );
+}

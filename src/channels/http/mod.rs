@@ -123,6 +123,12 @@ impl AppState {
     /// variable, a hash that is not one).
     pub fn new(engine: Arc<Engine>, shutdown: watch::Receiver<bool>) -> crate::Result<Self> {
         let config = engine.config().server.clone();
+        let header = config.client_ip_header.trim();
+        if !header.is_empty() && HeaderName::from_bytes(header.as_bytes()).is_err() {
+            return Err(crate::Error::InvalidInput(format!(
+                "[server] client_ip_header: \"{header}\" is not an HTTP header name"
+            )));
+        }
         let admin_hash = service_token("admin", &engine.config().admin)?;
         let alerts_hash = service_token("alerts", &engine.config().alerts)?;
         Ok(AppState {
