@@ -699,9 +699,8 @@ fn other_clauses(head: &str) -> Vec<&str> {
 /// Whether a clause is worded as a question: the story around a long message's question
 /// ("附近没看到自己银行的网点") matches entries too, but asks nothing.
 fn asks(clause: &str) -> bool {
-    const MARKERS: [&str; 22] = [
+    const MARKERS: [&str; 21] = [
         "吗",
-        "么",
         "怎",
         "如何",
         "多少",

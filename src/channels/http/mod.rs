@@ -314,14 +314,7 @@ impl<K: std::hash::Hash + Eq + Clone> RateLimiter<K> {
 
     /// Takes one token if there is one.
     fn allow(&self, key: &K) -> bool {
-        let mut b = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
-        let tokens = self.refill(&mut b, key);
-        if *tokens >= 1.0 {
-            *tokens -= 1.0;
-            true
-        } else {
-            false
-        }
+        self.take(key).is_ok()
     }
 
     /// Takes one token, or says how long until there is one.
