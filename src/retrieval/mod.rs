@@ -854,7 +854,7 @@ pub struct Retriever {
     columns: Vec<(Column<u64>, Column<u64>)>,
     prepared: Vec<Vec<Prepared>>,
     /// Per entry: its negative questions (see [`Entry::negative`]).
-    negatives: Vec<Vec<Prepared>>,
+    negatives: Vec<Vec<Negative>>,
     keywords: Vec<Vec<String>>,
     idf: Idf,
     /// Homophone typo repair learned from the knowledge base's questions.
@@ -866,6 +866,44 @@ pub struct Retriever {
     dense: Option<DenseIndex>,
     /// What embedding this knowledge base took (cache hits, requests, time).
     embed_stats: Option<dense::EmbedStats>,
+}
+
+/// One negative question of an entry, with the entry's own words it lacks.
+#[derive(Debug, Clone)]
+struct Negative {
+    question: Prepared,
+    /// Content words of the entry's own questions that this negative does not use
+    /// (跨行 and 转账 for tf-fee's 外币汇款手续费怎么收).
+    lacks: Vec<String>,
+}
+
+impl Negative {
+    fn new(question: Prepared, own: &[Prepared]) -> Self {
+        let mut lacks: Vec<String> = own
+            .iter()
+            .flat_map(|p| p.words.iter())
+            .filter(|w| w.chars().count() >= 2 && !is_question_word(w))
+            .filter(|w| !question.words.contains(w) && !question.normalized.contains(w.as_str()))
+            .cloned()
+            .collect();
+        lacks.sort();
+        lacks.dedup();
+        Negative { question, lacks }
+    }
+
+    /// Whether the negative may speak about this message at all: not when the message
+    /// names a content word of the entry's own questions that the negative lacks. Such
+    /// a message is about the entry's own subject, whatever else it shares with the
+    /// negative: closeness alone let 外币汇款手续费怎么收 take tf-fee from
+    /// 跨行转账手续费怎么收, which shares its 手续费怎么收 but says 跨行转账. A generic
+    /// message (密码忘了咋整) names none of them, so the generic negatives that keep a
+    /// special entry (社保卡密码) from leading still apply.
+    fn concerns(&self, query: &Prepared) -> bool {
+        !query
+            .words
+            .iter()
+            .any(|w| self.lacks.binary_search(w).is_ok())
+    }
 }
 
 /// Marks the per-entry document that holds keywords and answer text, not a question.
@@ -926,13 +964,13 @@ impl Retriever {
                 fields.keywords => e.keywords.join(" "),
                 fields.answer => e.answer.as_str(),
             ))?;
-            prepared.push(preps);
             negatives.push(
                 e.negative
                     .iter()
-                    .map(|q| Prepared::new(&analyzer, q))
+                    .map(|q| Negative::new(Prepared::new(&analyzer, q), &preps))
                     .collect(),
             );
+            prepared.push(preps);
             keywords.push(
                 e.keywords
                     .iter()
@@ -1280,9 +1318,11 @@ impl Retriever {
                             vector.is_some() && features.cosine >= d.topic_cosine
                         }));
                 // Negative questions have no vectors: compared lexically on both sides.
-                let negated = self.negatives[entry].iter().any(|p| {
-                    text_features(&query, p, &self.idf).similarity(&c.similarity_weights)
-                        > lexical_similarity
+                let negated = self.negatives[entry].iter().any(|n| {
+                    n.concerns(&query)
+                        && text_features(&query, &n.question, &self.idf)
+                            .similarity(&c.similarity_weights)
+                            > lexical_similarity
                 });
                 Candidate {
                     entry,
@@ -1763,6 +1803,42 @@ mod tests {
             .offered()
             .iter()
             .all(|c| r.entry(c.entry).unwrap().id != top_before));
+    }
+
+    #[test]
+    fn a_negative_does_not_speak_about_a_message_naming_the_entrys_own_subject() {
+        // tf-fee's case: the negative about foreign remittance shares more characters
+        // with the message (的手续费到底怎么收呀) than the entry's own question does, but
+        // the message says 跨行转账, which the entry's questions say and the negative
+        // does not.
+        let mut e = sample();
+        let fee = e.iter().position(|x| x.id == "fee").unwrap();
+        e[fee] = entry("fee", "转账", "跨行转账收费吗", &[]);
+        e[fee].negative = vec!["外币汇款的手续费到底怎么收呀".into()];
+        let r = retriever(e);
+        let fee_of = |ranking: &Ranking| {
+            ranking
+                .candidates
+                .iter()
+                .find(|c| r.entry(c.entry).unwrap().id == "fee")
+                .cloned()
+                .unwrap()
+        };
+        let own = r.rank("跨行转账的手续费到底怎么收呀", everyone()).unwrap();
+        assert_eq!(
+            r.entry(own.candidates[0].entry).unwrap().id,
+            "fee",
+            "{own:?}"
+        );
+        assert!(!fee_of(&own).negated, "{own:?}");
+        // A message about the negative's subject, naming none of the entry's own words,
+        // is still kept from the entry.
+        let other = r.rank("外币汇款的手续费到底怎么收", everyone()).unwrap();
+        assert!(fee_of(&other).negated, "{other:?}");
+        assert!(other
+            .offered()
+            .iter()
+            .all(|c| r.entry(c.entry).unwrap().id != "fee"));
     }
 
     #[test]
