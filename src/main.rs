@@ -1309,27 +1309,25 @@ fn serve(setup: &Setup, listen: Option<String>, log_json: bool) -> Result<std::p
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(&addr)
-            .await
-            .with_context(|| format!("cannot listen on {addr}"))?;
-        let local = listener.local_addr()?;
-        // The first line of stdout is the address: scripts and tests read the port.
-        say!("listening on http://{local}");
-        tracing::info!(
-            version = %engine.version(),
-            entries = engine.knowledge_summary().entries,
-            "kefu serving on http://{local}"
-        );
+        // Everything the configuration can refuse is checked before the address is
+        // announced: a script that reads "listening on" must not be told of a service
+        // that exits a moment later.
         // The WeChat channel is on when the configuration names its Token.
         let w = &engine.config().wechat;
         let wechat = if w.token.is_some() || w.token_env.is_some() || w.token_file.is_some() {
             let channel = kefu::channels::wechat::WechatChannel::from_config(w, engine.clone())
                 .context("the [wechat] configuration is not usable")?;
-            tracing::info!("WeChat channel on /wechat");
             Some(Arc::new(channel))
         } else {
             None
         };
+        let listener = tokio::net::TcpListener::bind(&addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr}"))?;
+        let local = listener.local_addr()?;
+        let version = engine.version().to_owned();
+        let entries = engine.knowledge_summary().entries;
+        let wechat_on = wechat.is_some();
         kefu::channels::http::serve(
             engine,
             listener,
@@ -1343,6 +1341,18 @@ fn serve(setup: &Setup, listen: Option<String>, log_json: bool) -> Result<std::p
                     )
                 }
                 None => (Arc::new(state), axum::Router::new()),
+            },
+            move || {
+                // The first line of stdout is the address: scripts and tests read the port.
+                // A closed stdout is no reason to stop serving.
+                let _ = {
+                    use std::io::Write as _;
+                    writeln!(std::io::stdout().lock(), "listening on http://{local}")
+                };
+                tracing::info!(%version, entries, "kefu serving on http://{local}");
+                if wechat_on {
+                    tracing::info!("WeChat channel on /wechat");
+                }
             },
         )
         .await?;

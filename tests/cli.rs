@@ -280,4 +280,7 @@ fn serve_refuses_a_client_ip_header_that_is_not_a_header_name() {
         err.contains("[server] client_ip_header: \"X Forwarded For\" is not an HTTP header name"),
         "{err}"
     );
+    // Scripts wait for this line; a service that refuses its configuration never says it.
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(!said.contains("listening on"), "{said}");
 }

@@ -443,15 +443,20 @@ pub fn router(state: Arc<AppState>) -> Router {
 
 /// Runs the service on `listener` until `stop` resolves, then stops accepting,
 /// finishes requests in flight, ends live streams, and flushes the store.
+/// `ready` runs once the service state is built from the configuration and before the
+/// first request is taken: a caller that announces the address there never announces
+/// a service that then refuses its configuration.
 pub async fn serve(
     engine: Arc<Engine>,
     listener: tokio::net::TcpListener,
     stop: impl Future<Output = ()> + Send + 'static,
     extra: impl FnOnce(AppState) -> (Arc<AppState>, Router),
+    ready: impl FnOnce(),
 ) -> crate::Result<()> {
     let (tx, rx) = watch::channel(false);
     let state = AppState::new(engine.clone(), rx)?;
     let (state, extra_routes) = extra(state);
+    ready();
     let app = router(state.clone()).merge(extra_routes);
     let duties = tokio::spawn(background(state.clone()));
     // Other replicas' changes (PostgreSQL store): wake live streams, load content.
