@@ -3,7 +3,9 @@
 //! copied into the knowledge base (which would turn the test half into a training set).
 //! The calibration set `eval/calibration-messages.tsv` (tuning only) is held to the same
 //! label and no-copy rules: a stale label or a copied message would skew the bands chosen on it.
-//! So is the third blind tuning set `eval/blind3-messages.tsv` (next round's tuning only).
+//! So is the third blind tuning set `eval/blind3-messages.tsv` (next round's tuning only), and
+//! the fourth blind set `eval/blind4-messages.tsv` (measured once at the end of round 4, then
+//! the next round's tuning set).
 
 mod common;
 
@@ -48,6 +50,7 @@ const CALIBRATION_COINCIDENCES: [&str; 3] = [
 const MESSAGES: &str = "eval/customer-messages.tsv";
 const CALIBRATION: &str = "eval/calibration-messages.tsv";
 const BLIND3: &str = "eval/blind3-messages.tsv";
+const BLIND4: &str = "eval/blind4-messages.tsv";
 
 struct Row {
     id: String,
@@ -88,6 +91,7 @@ fn every_label_names_an_existing_entry_or_intent() {
         .into_iter()
         .chain(rows(CALIBRATION))
         .chain(rows(BLIND3))
+        .chain(rows(BLIND4))
     {
         assert!(ids.insert(r.id.clone()), "duplicate id {}", r.id);
         assert!(!r.text.trim().is_empty(), "{}: empty text", r.id);
@@ -156,8 +160,9 @@ fn no_message_is_copied_into_the_knowledge_base() {
                 .into_iter()
                 .filter(|r| !CALIBRATION_COINCIDENCES.contains(&r.text.as_str())),
         )
-        // blind3 has no allowed coincidences: the ones found were removed from the file.
+        // blind3 and blind4 have no allowed coincidences: the ones found were removed.
         .chain(rows(BLIND3))
+        .chain(rows(BLIND4))
         .filter(|r| questions.contains(r.text.as_str()))
         .map(|r| format!("{} {}", r.id, r.text))
         .collect();
@@ -169,7 +174,7 @@ fn no_message_is_copied_into_the_knowledge_base() {
 
 #[test]
 fn tuning_sets_are_tuning_only() {
-    for path in [CALIBRATION, BLIND3] {
+    for path in [CALIBRATION, BLIND3, BLIND4] {
         tuning_only(path);
     }
 }
