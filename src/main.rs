@@ -721,6 +721,13 @@ fn ask(
     };
     let ranking = r.rank(question, audience)?;
     let band = match ranking.band {
+        Band::Confident if ranking.near == 1 => {
+            "confident; 1 close runner-up is numbered under the answer".to_owned()
+        }
+        Band::Confident if ranking.near > 1 => format!(
+            "confident; {} close runners-up are numbered under the answer",
+            ranking.near
+        ),
         Band::Confident => "confident".to_owned(),
         Band::Uncertain if ranking.is_confirmation() => "uncertain: confirm the top".to_owned(),
         Band::Uncertain => format!("uncertain: list of {}", ranking.shortlist),
@@ -894,7 +901,7 @@ fn dump_messages(
             serde_json::json!({
                 "id": m.id, "text": m.text, "style": m.style,
                 "labels": m.labels.iter().map(|l| format!("{l:?}")).collect::<Vec<_>>(),
-                "intent": intent, "band": ranking.band, "shortlist": ranking.shortlist, "unknown": ranking.unknown_words,
+                "intent": intent, "band": ranking.band, "shortlist": ranking.shortlist, "near": ranking.near, "unknown": ranking.unknown_words,
                 "candidates": cands,
             })
         );
@@ -1002,6 +1009,10 @@ fn eval_messages(
         "right entry seen in 1st reply {}  (answer, confirmation or list: {})",
         pct(s.seen_right),
         c.seen_right
+    );
+    say!(
+        "  wrong answers with the right entry numbered under them: {}",
+        c.wrong_with_right_below
     );
     say!(
         "  asked back: {} confirmations, {} lists; {} taken by an intent rule",

@@ -27,6 +27,32 @@ fn a_confident_answer_comes_with_numbered_related_questions() {
     assert!(r.options.iter().all(|o| o.label != "银行卡丢了怎么办"));
 }
 
+/// 额度 alone may mean the credit-card limit or the transfer limit. The answer is the
+/// credit card's, and the transfer limit, close behind it, is numbered first under the
+/// answer (before the editor's related questions), so a customer who meant it replies
+/// `1` instead of asking again.
+#[test]
+fn a_close_runner_up_is_numbered_first_under_the_answer_and_1_answers_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine(dir.path());
+    let kb = bundled_kb();
+    let r = say(&e, "u", "额度太低了怎么提额", MORNING);
+    assert_eq!(r.kind, ReplyKind::Answer, "{r:?}");
+    assert_eq!(r.entry.as_deref(), Some("cc-limit-raise"));
+    assert_eq!(
+        r.options[0].label,
+        question_of(&kb, "tf-limit-raise"),
+        "{r:?}"
+    );
+    assert!(
+        r.options.len() >= 2,
+        "an editor's related question stays: {r:?}"
+    );
+    let picked = say(&e, "u", "1", MORNING + 5);
+    assert_eq!(picked.kind, ReplyKind::Answer, "{picked:?}");
+    assert_eq!(picked.entry.as_deref(), Some("tf-limit-raise"));
+}
+
 /// The confirmation band: a message with one close candidate and no real alternative is
 /// asked back as "您是想问「…」吗？" with that one entry, and replying `1` answers it.
 #[test]

@@ -1323,12 +1323,26 @@ impl TurnState<'_> {
     }
 
     fn answer(&mut self, session: &mut Session, entry: usize) -> Reply {
+        self.answer_with(session, entry, &[])
+    }
+
+    /// The answer, then numbered questions: `near` first (the message's close
+    /// runners-up, see [`Ranking::near_alternatives`]), then the entry's related ones,
+    /// `retrieval.related` in all.
+    fn answer_with(&mut self, session: &mut Session, entry: usize, near: &[usize]) -> Reply {
         let r = &self.knowledge.retriever;
         let Some(e) = r.entry(entry) else {
             return Reply::new(ReplyKind::Fallback, self.w().say(&self.w().fallback));
         };
-        let items: Vec<MenuItem> = r
-            .related(entry, self.audience(), r.config().related)
+        let n = r.config().related;
+        let mut picks: Vec<usize> = near.iter().copied().filter(|&i| i != entry).collect();
+        for i in r.related(entry, self.audience(), n) {
+            if !picks.contains(&i) {
+                picks.push(i);
+            }
+        }
+        picks.truncate(n.max(near.len()));
+        let items: Vec<MenuItem> = picks
             .into_iter()
             .filter_map(|i| r.entry(i))
             .map(entry_item)
@@ -1358,7 +1372,12 @@ impl TurnState<'_> {
         let reply = match ranking.band {
             Band::Confident => {
                 let entry = ranking.candidates[0].entry;
-                let reply = self.answer(session, entry);
+                let near: Vec<usize> = ranking
+                    .near_alternatives()
+                    .iter()
+                    .map(|c| c.entry)
+                    .collect();
+                let reply = self.answer_with(session, entry, &near);
                 self.event(EventKind::Question {
                     text: question,
                     band: Band::Confident,

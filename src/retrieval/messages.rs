@@ -123,7 +123,10 @@ pub enum FirstReply {
     /// Nothing searchable in the message (emoji only, punctuation).
     Notice,
     Intent(String),
-    Answer(String),
+    /// The answer's entry, and the close runners-up numbered under it
+    /// ([`Ranking::near_alternatives`]); the editor's related questions that follow
+    /// them are not listed.
+    Answer(String, Vec<String>),
     /// A confirmation (one entry) or a numbered list.
     Offer(Vec<String>),
     Fallback,
@@ -146,7 +149,14 @@ pub fn first_reply(
     let ranking = retriever.rank(text, audience)?;
     let id = |i: usize| retriever.entry(i).map(|e| e.id.clone()).unwrap_or_default();
     let reply = match ranking.band {
-        Band::Confident => FirstReply::Answer(id(ranking.candidates[0].entry)),
+        Band::Confident => FirstReply::Answer(
+            id(ranking.candidates[0].entry),
+            ranking
+                .near_alternatives()
+                .iter()
+                .map(|c| id(c.entry))
+                .collect(),
+        ),
         Band::Uncertain => {
             FirstReply::Offer(ranking.offered().iter().map(|c| id(c.entry)).collect())
         }
@@ -167,6 +177,9 @@ pub struct Tally {
     pub answered_right: usize,
     /// FAQ messages whose first reply shows a labelled entry (answer, confirmation or list).
     pub seen_right: usize,
+    /// Wrong answers with a labelled entry among the close runners-up numbered under
+    /// them: one tap away, but not counted in `seen_right` (the measure).
+    pub wrong_with_right_below: usize,
     /// FAQ messages asked back with a single candidate (confirmation) and with a list.
     pub confirmed: usize,
     pub listed: usize,
@@ -187,11 +200,13 @@ impl Tally {
             MessageKind::Faq => {
                 self.faq += 1;
                 match reply {
-                    FirstReply::Answer(id) => {
+                    FirstReply::Answer(id, near) => {
                         self.answered += 1;
                         if m.has_entry(id) {
                             self.answered_right += 1;
                             self.seen_right += 1;
+                        } else if near.iter().any(|n| m.has_entry(n)) {
+                            self.wrong_with_right_below += 1;
                         }
                     }
                     FirstReply::Offer(ids) => {
@@ -226,7 +241,7 @@ impl Tally {
                 self.out_of_scope += 1;
                 match reply {
                     FirstReply::Fallback | FirstReply::Notice => self.out_of_scope_fallback += 1,
-                    FirstReply::Answer(_) => self.out_of_scope_answered += 1,
+                    FirstReply::Answer(..) => self.out_of_scope_answered += 1,
                     _ => {}
                 }
             }
@@ -300,7 +315,8 @@ fn describe(reply: &FirstReply) -> String {
     match reply {
         FirstReply::Notice => "notice".into(),
         FirstReply::Intent(n) => format!("intent:{n}"),
-        FirstReply::Answer(id) => format!("answer {id}"),
+        FirstReply::Answer(id, near) if near.is_empty() => format!("answer {id}"),
+        FirstReply::Answer(id, near) => format!("answer {id} (then {})", near.join(",")),
         FirstReply::Offer(ids) if ids.len() == 1 => format!("confirm {}", ids[0]),
         FirstReply::Offer(ids) => format!("list {}", ids.join(",")),
         FirstReply::Fallback => "fallback".into(),
@@ -332,7 +348,7 @@ pub fn evaluate(
         total.add(m, &reply);
         styles.entry(m.style.clone()).or_default().add(m, &reply);
         let right = match (m.kind(), &reply) {
-            (MessageKind::Faq, FirstReply::Answer(id)) => m.has_entry(id),
+            (MessageKind::Faq, FirstReply::Answer(id, _)) => m.has_entry(id),
             (_, FirstReply::Intent(n)) => m.has_intent(n),
             (MessageKind::OutOfScope, FirstReply::Fallback | FirstReply::Notice) => true,
             _ => false,
