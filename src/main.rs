@@ -527,9 +527,11 @@ fn run(cli: Cli) -> Result<std::process::ExitCode> {
                     } else {
                         say!("split          {}", report.split);
                         say!(
-                            "history        {} queries, {} picked from an offered list and learned",
+                            "history        {} queries, {} picked and learned ({} from a list, {} from under a wrong answer)",
                             report.history,
-                            report.learned
+                            report.learned,
+                            report.learned - report.learned_under_answer,
+                            report.learned_under_answer
                         );
                         for (name, r) in [("before", &report.before), ("after", &report.after)] {
                             say!(

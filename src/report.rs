@@ -128,8 +128,8 @@ fn most(counts: &HashMap<String, usize>) -> Option<(String, usize)> {
 }
 
 /// Suggestions from the three signals in the event log: a pick from a "您是不是想问"
-/// list right after the question, a 没用 right after an answer, and a question with no
-/// match. A wording that already is a question of its target entry is left out, so an
+/// list right after the question (or of a close runner-up numbered under an answer), a
+/// 没用 right after an answer, and a question with no match. A wording that already is a question of its target entry is left out, so an
 /// accepted suggestion disappears from the next report.
 pub fn suggestions(events: &[Event], kb: &KnowledgeBase) -> Vec<Suggestion> {
     // Events are stored in commit order; one customer's events stay in order when
@@ -149,6 +149,7 @@ pub fn suggestions(events: &[Event], kb: &KnowledgeBase) -> Vec<Suggestion> {
                 band,
                 top,
                 answered,
+                near,
             } = &e.kind
             else {
                 continue;
@@ -174,6 +175,18 @@ pub fn suggestions(events: &[Event], kb: &KnowledgeBase) -> Vec<Suggestion> {
                     }
                 }
                 Band::Confident => {
+                    // A close runner-up picked right after the answer: the customer
+                    // meant it, as with a pick from a list. An editor's related
+                    // question picked there is a follow-up, not a correction.
+                    if let Some(EventKind::MenuPick {
+                        entry: Some(picked),
+                        ..
+                    }) = next.map(|n| &n.kind)
+                    {
+                        if near.contains(picked) {
+                            *s.picks.entry(picked.clone()).or_default() += 1;
+                        }
+                    }
                     if let (
                         Some(EventKind::Feedback {
                             entry,
@@ -391,6 +404,7 @@ mod tests {
                 band,
                 top: vec![],
                 answered: None,
+                near: vec![],
             },
         }
     }
@@ -428,6 +442,7 @@ mod tests {
             band,
             top: vec![(top.into(), 0.5)],
             answered: answered.map(str::to_owned),
+            near: vec![],
         }
     }
 
@@ -517,6 +532,33 @@ answer = "重置。"
         let unhelpful = s.iter().find(|x| x.question == "密码锁了").unwrap();
         assert_eq!(unhelpful.unhelpful, 1);
         assert_eq!(unhelpful.unhelpful_entry.as_deref(), Some("lost"));
+    }
+
+    #[test]
+    fn a_close_runner_up_picked_after_an_answer_is_a_pick_and_a_related_one_is_not() {
+        let dir = kb_dir();
+        let kb = KnowledgeBase::load_dir(dir.path()).unwrap();
+        let answered_with = |near: &[&str]| EventKind::Question {
+            text: "密码卡都没了".into(),
+            band: Band::Confident,
+            top: vec![("pwd".into(), 0.7), ("lost".into(), 0.6)],
+            answered: Some("pwd".into()),
+            near: near.iter().map(|s| s.to_string()).collect(),
+        };
+        let pick = |entry: &str| EventKind::MenuPick {
+            number: 1,
+            entry: Some(entry.into()),
+        };
+        // "lost" shown as the answer's close runner-up and picked: the customer meant it.
+        let s = suggestions(
+            &[ev("a", answered_with(&["lost"])), ev("a", pick("lost"))],
+            &kb,
+        );
+        assert_eq!(s.len(), 1, "{s:?}");
+        assert_eq!((s[0].entry.as_deref(), s[0].picks), (Some("lost"), 1));
+        // The same entry picked as an editor's related question is a follow-up.
+        let s = suggestions(&[ev("b", answered_with(&[])), ev("b", pick("lost"))], &kb);
+        assert!(s.is_empty(), "{s:?}");
     }
 
     #[test]

@@ -117,3 +117,50 @@ fn a_list_pick_becomes_a_suggestion_that_accept_writes_into_the_entry() {
     );
     assert!(!out.status.success());
 }
+
+/// A customer answered about the credit-card limit who meant the transfer limit picks
+/// it from under the answer: that pick is a suggestion for the transfer-limit entry. A
+/// related question picked after an answer that had no close runner-up is not.
+#[test]
+fn a_runner_up_picked_under_an_answer_becomes_a_suggestion_and_a_related_pick_does_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("store");
+    let data_s = data.to_str().unwrap();
+    let chat = |input: &str| {
+        let out = kefu(&["chat", "--data", data_s], input.as_bytes(), dir.path());
+        let text = String::from_utf8(out.stdout).unwrap();
+        assert!(out.status.success(), "{text}");
+        text
+    };
+    let meant = "额度太低了怎么提额";
+    let text = chat(&format!("{meant}\n1\n"));
+    assert!(text.contains("您可能还想问：\n1. 转账"), "{text}");
+    // 信用卡年费多少 is answered with no close runner-up: its first option is related.
+    let text = chat("信用卡年费多少\n1\n");
+    assert!(text.contains("您可能还想问：\n1. "), "{text}");
+    let kb = common::repo("knowledge-base");
+    let out = kefu(
+        &[
+            "report",
+            "suggestions",
+            "--data",
+            data_s,
+            "--kb",
+            kb.to_str().unwrap(),
+            "--json",
+        ],
+        b"",
+        dir.path(),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let all = list.as_array().unwrap();
+    assert_eq!(all.len(), 1, "{list}");
+    assert_eq!(all[0]["question"], meant, "{list}");
+    assert_eq!(all[0]["entry"], "tf-limit-raise", "{list}");
+    assert_eq!(all[0]["picks"], 1, "{list}");
+}

@@ -1377,12 +1377,17 @@ impl TurnState<'_> {
                     .iter()
                     .map(|c| c.entry)
                     .collect();
+                let near_ids: Vec<String> = near
+                    .iter()
+                    .filter_map(|&i| r.entry(i).map(|e| e.id.clone()))
+                    .collect();
                 let reply = self.answer_with(session, entry, &near);
                 self.event(EventKind::Question {
                     text: question,
                     band: Band::Confident,
                     top,
                     answered: reply.entry.clone(),
+                    near: near_ids,
                 });
                 return Ok(reply);
             }
@@ -1437,6 +1442,7 @@ impl TurnState<'_> {
             band: ranking.band,
             top,
             answered: None,
+            near: Vec::new(),
         });
         Ok(reply)
     }

@@ -514,17 +514,21 @@ pub struct LearningReport {
     /// first half (rounded down) is "history", the rest "later".
     pub split: String,
     pub history: usize,
-    /// History queries asked back with the gold entry offered: a customer would pick
-    /// it, and the wording becomes a similar question of that entry.
+    /// History queries asked back with the gold entry offered, or answered wrongly with
+    /// the gold entry numbered under the answer as a close runner-up: a customer would
+    /// pick it, and the wording becomes a similar question of that entry.
     pub learned: usize,
+    /// Of `learned`, the picks from under a wrong answer.
+    pub learned_under_answer: usize,
     /// Recall on the later queries before and after learning.
     pub before: RecallReport,
     pub after: RecallReport,
 }
 
 /// Runs the simulation (see [`LearningReport`]). Only the signal a customer gives is
-/// used: a pick from the offered list. Queries answered at once, answered wrongly or
-/// unanswered teach nothing.
+/// used: a pick from the offered list, or of a close runner-up under a wrong answer
+/// (what `kefu report suggestions` counts). Queries answered right, answered wrongly
+/// with the gold entry not shown, or unanswered teach nothing.
 pub fn learning_simulation(
     kb: &KnowledgeBase,
     config: &RetrievalConfig,
@@ -555,19 +559,21 @@ pub fn learning_simulation(
         today,
     };
     let mut entries: Vec<Entry> = kb.entries().to_vec();
-    let mut learned = 0;
+    let (mut learned, mut learned_under_answer) = (0, 0);
     for q in &history {
         let ranking = base.rank(&q.query, audience)?;
-        if ranking.band != crate::retrieval::Band::Uncertain {
-            continue;
-        }
-        let picked = ranking
-            .offered()
+        let shown = match ranking.band {
+            crate::retrieval::Band::Uncertain => ranking.offered(),
+            crate::retrieval::Band::Confident => ranking.near_alternatives(),
+            crate::retrieval::Band::NoMatch => continue,
+        };
+        let picked = shown
             .into_iter()
             .find(|c| kb.get(c.entry).is_some_and(|e| e.id == q.gold));
         if let Some(c) = picked {
             entries[c.entry].similar.push(q.query.clone());
             learned += 1;
+            learned_under_answer += usize::from(ranking.band == crate::retrieval::Band::Confident);
         }
     }
     let taught = Retriever::new(
@@ -578,6 +584,7 @@ pub fn learning_simulation(
         split: "per gold entry, by FNV-1a of the query: first half history, rest later".into(),
         history: history.len(),
         learned,
+        learned_under_answer,
         before: recall(&base, &later, None, today, |_| {})?,
         after: recall(&taught, &later, None, today, |_| {})?,
     })
@@ -615,6 +622,59 @@ mod tests {
         assert_eq!(report.queries, 4);
         assert_eq!(report.recall_at_1, 0.75);
         assert!(report.mrr_at_10 >= 0.75 && report.mrr_at_10 < 1.0);
+    }
+
+    #[test]
+    fn learning_takes_picks_from_lists_and_from_under_a_wrong_answer() {
+        let dir = tempfile::tempdir().unwrap();
+        let faq = write(
+            dir.path(),
+            "faq.tsv",
+            "id\tquestion\tsimilar\nA\t银行卡丢了怎么办\t卡丢了\nB\t怎么补办银行卡\t补卡要带什么\nC\t忘记密码怎么办\t\n",
+        );
+        let kb = load_faq(&faq).unwrap();
+        // The same wording asked twice: the first is history, the second later.
+        let asked = "银行卡丢了要补办吗";
+        let queries: Vec<LabelledQuery> = (0..2)
+            .map(|_| LabelledQuery {
+                query: asked.into(),
+                gold: "B".into(),
+            })
+            .collect();
+        let simulate = |confident: f32| {
+            let config = RetrievalConfig {
+                confident,
+                margin: 0.0,
+                uncertain: 0.0,
+                list_gap: 10.0,
+                ..RetrievalConfig::default()
+            };
+            let r = Retriever::new(Arc::new(kb.clone()), config.clone()).unwrap();
+            let ranking = r
+                .rank(
+                    asked,
+                    Audience {
+                        branch: None,
+                        today: day(),
+                    },
+                )
+                .unwrap();
+            // The premise: B is not the top, so an answer is the wrong one.
+            assert_ne!(r.entry(ranking.candidates[0].entry).unwrap().id, "B");
+            learning_simulation(&kb, &config, &queries, None, day()).unwrap()
+        };
+        // Answered (wrongly) with B numbered under the answer: a customer picks B.
+        let under = simulate(0.0);
+        assert_eq!(
+            (under.history, under.learned, under.learned_under_answer),
+            (1, 1, 1)
+        );
+        assert_eq!(under.before.recall_at_1, 0.0);
+        assert_eq!(under.after.recall_at_1, 1.0);
+        // Asked back with B in the list: learned from the list.
+        let listed = simulate(2.0);
+        assert_eq!((listed.learned, listed.learned_under_answer), (1, 0));
+        assert_eq!(listed.after.recall_at_1, 1.0);
     }
 
     #[test]

@@ -138,6 +138,11 @@ pub enum EventKind {
         top: Vec<(String, f32)>,
         #[serde(default)]
         answered: Option<String>,
+        /// With an answer: the close runners-up numbered first under it (entry ids,
+        /// see `Ranking::near_alternatives`). Picking one right after the answer says
+        /// the customer meant it.
+        #[serde(default)]
+        near: Vec<String>,
     },
     MenuPick {
         number: usize,
