@@ -129,8 +129,9 @@ fn most(counts: &HashMap<String, usize>) -> Option<(String, usize)> {
 
 /// Suggestions from the three signals in the event log: a pick from a "您是不是想问"
 /// list right after the question (or of a close runner-up numbered under an answer), a
-/// 没用 right after an answer, and a question with no match. A wording that already is a question of its target entry is left out, so an
-/// accepted suggestion disappears from the next report.
+/// 没用 right after an answer, and a question with no match. A wording that already is
+/// a question of its target entry is left out, so an accepted suggestion disappears
+/// from the next report.
 pub fn suggestions(events: &[Event], kb: &KnowledgeBase) -> Vec<Suggestion> {
     // Events are stored in commit order; one customer's events stay in order when
     // grouped by customer.

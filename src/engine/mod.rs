@@ -1341,7 +1341,7 @@ impl TurnState<'_> {
                 picks.push(i);
             }
         }
-        picks.truncate(n.max(near.len()));
+        picks.truncate(n);
         let items: Vec<MenuItem> = picks
             .into_iter()
             .filter_map(|i| r.entry(i))

@@ -17,7 +17,7 @@ use crate::error::{ContentErrors, ContentIssue, Error, Location, Result};
 use crate::knowledge::content::read_text;
 use crate::knowledge::{Entry, KnowledgeBase, Scope};
 use crate::retrieval::dense::Embeddings;
-use crate::retrieval::{text_features, Audience, Idf, Prepared, RetrievalConfig, Retriever};
+use crate::retrieval::{text_features, Audience, Band, Idf, Prepared, RetrievalConfig, Retriever};
 use crate::text::Analyzer;
 
 /// Which part of the data to use: all of it, or fold `index` of `count`.
@@ -225,7 +225,7 @@ pub fn recall(
             r10 += 1;
             mrr += 1.0 / (r + 1) as f64;
         }
-        if ranking.band == crate::retrieval::Band::Confident {
+        if ranking.band == Band::Confident {
             confident += 1;
             confident_hits += usize::from(rank == Some(0));
         }
@@ -563,9 +563,9 @@ pub fn learning_simulation(
     for q in &history {
         let ranking = base.rank(&q.query, audience)?;
         let shown = match ranking.band {
-            crate::retrieval::Band::Uncertain => ranking.offered(),
-            crate::retrieval::Band::Confident => ranking.near_alternatives(),
-            crate::retrieval::Band::NoMatch => continue,
+            Band::Uncertain => ranking.offered(),
+            Band::Confident => ranking.near_alternatives(),
+            Band::NoMatch => continue,
         };
         let picked = shown
             .into_iter()
@@ -573,7 +573,7 @@ pub fn learning_simulation(
         if let Some(c) = picked {
             entries[c.entry].similar.push(q.query.clone());
             learned += 1;
-            learned_under_answer += usize::from(ranking.band == crate::retrieval::Band::Confident);
+            learned_under_answer += usize::from(ranking.band == Band::Confident);
         }
     }
     let taught = Retriever::new(

@@ -836,8 +836,8 @@ impl Ranking {
     /// lie within `list_gap` of the answer's score, as a list would take them, at most
     /// `related − 1` (one related question of the editor's always stays). When the
     /// answer is the wrong one of two close entries, the right one is a tap away
-    /// instead of a rephrased question: on the third blind set, 5 of the 8 wrong
-    /// answers had their right entry here.
+    /// instead of a rephrased question: on the third blind set (before round 4's
+    /// content), 5 of the 8 wrong answers had their right entry here.
     pub fn near_alternatives(&self) -> Vec<&Candidate> {
         self.candidates
             .iter()
