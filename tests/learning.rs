@@ -18,6 +18,29 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+/// `kefu report suggestions --json` on a store and a knowledge base.
+fn suggestions(data: &str, kb: &str, cwd: &Path) -> serde_json::Value {
+    let out = kefu(
+        &[
+            "report",
+            "suggestions",
+            "--data",
+            data,
+            "--kb",
+            kb,
+            "--json",
+        ],
+        b"",
+        cwd,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 #[test]
 fn a_list_pick_becomes_a_suggestion_that_accept_writes_into_the_entry() {
     let dir = tempfile::tempdir().unwrap();
@@ -50,25 +73,7 @@ fn a_list_pick_becomes_a_suggestion_that_accept_writes_into_the_entry() {
         "not asked back any more: {text}"
     );
 
-    let out = kefu(
-        &[
-            "report",
-            "suggestions",
-            "--data",
-            data_s,
-            "--kb",
-            kb_s,
-            "--json",
-        ],
-        b"",
-        dir.path(),
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let list = suggestions(data_s, kb_s, dir.path());
     let first = &list[0];
     assert_eq!(first["question"], wording, "{list}");
     assert_eq!(first["picks"], 1, "{list}");
@@ -89,20 +94,7 @@ fn a_list_pick_becomes_a_suggestion_that_accept_writes_into_the_entry() {
     assert!(e.similar.iter().any(|s| s == wording), "{:?}", e.similar);
 
     // Accepted: the suggestion is gone, and accepting it again is refused.
-    let out = kefu(
-        &[
-            "report",
-            "suggestions",
-            "--data",
-            data_s,
-            "--kb",
-            kb_s,
-            "--json",
-        ],
-        b"",
-        dir.path(),
-    );
-    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let list = suggestions(data_s, kb_s, dir.path());
     assert!(
         list.as_array()
             .unwrap()
@@ -139,25 +131,7 @@ fn a_runner_up_picked_under_an_answer_becomes_a_suggestion_and_a_related_pick_do
     let text = chat("信用卡年费多少\n1\n");
     assert!(text.contains("您可能还想问：\n1. "), "{text}");
     let kb = common::repo("knowledge-base");
-    let out = kefu(
-        &[
-            "report",
-            "suggestions",
-            "--data",
-            data_s,
-            "--kb",
-            kb.to_str().unwrap(),
-            "--json",
-        ],
-        b"",
-        dir.path(),
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let list = suggestions(data_s, kb.to_str().unwrap(), dir.path());
     let all = list.as_array().unwrap();
     assert_eq!(all.len(), 1, "{list}");
     assert_eq!(all[0]["question"], meant, "{list}");
