@@ -1369,9 +1369,9 @@ impl TurnState<'_> {
             .filter_map(|c| r.entry(c.entry).map(|e| (e.id.clone(), c.score)))
             .collect();
         let question = mask(&truncate_chars(&self.msg.text, 500)).into_owned();
-        let reply = match ranking.band {
-            Band::Confident => {
-                let entry = ranking.candidates[0].entry;
+        let reply = match (ranking.band, ranking.top()) {
+            (Band::Confident, Some(answer)) => {
+                let entry = answer.entry;
                 let near: Vec<usize> = ranking
                     .near_alternatives()
                     .iter()
@@ -1391,7 +1391,7 @@ impl TurnState<'_> {
                 });
                 return Ok(reply);
             }
-            Band::Uncertain => {
+            (Band::Uncertain, _) => {
                 // What retrieval judged worth offering: one close candidate is a
                 // confirmation, several real alternatives a list.
                 let items: Vec<MenuItem> = ranking
@@ -1419,7 +1419,8 @@ impl TurnState<'_> {
                     )
                 }
             }
-            Band::NoMatch => {
+            // A confident band always has an eligible top; without one, nothing is said.
+            (Band::NoMatch, _) | (Band::Confident, None) => {
                 session.misses += 1;
                 session.last_answer = None;
                 if session.misses >= self.engine.config.fallbacks_before_offer {

@@ -227,7 +227,12 @@ pub fn recall(
         }
         if ranking.band == Band::Confident {
             confident += 1;
-            confident_hits += usize::from(rank == Some(0));
+            confident_hits += usize::from(
+                ranking
+                    .top()
+                    .and_then(|c| kb.get(c.entry))
+                    .is_some_and(|e| e.id == q.gold),
+            );
         }
         progress(n + 1);
     }

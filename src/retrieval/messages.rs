@@ -148,19 +148,19 @@ pub fn first_reply(
     }
     let ranking = retriever.rank(text, audience)?;
     let id = |i: usize| retriever.entry(i).map(|e| e.id.clone()).unwrap_or_default();
-    let reply = match ranking.band {
-        Band::Confident => FirstReply::Answer(
-            id(ranking.candidates[0].entry),
+    let reply = match (ranking.band, ranking.top()) {
+        (Band::Confident, Some(top)) => FirstReply::Answer(
+            id(top.entry),
             ranking
                 .near_alternatives()
                 .iter()
                 .map(|c| id(c.entry))
                 .collect(),
         ),
-        Band::Uncertain => {
+        (Band::Uncertain, _) => {
             FirstReply::Offer(ranking.offered().iter().map(|c| id(c.entry)).collect())
         }
-        Band::NoMatch => FirstReply::Fallback,
+        (Band::NoMatch, _) | (Band::Confident, None) => FirstReply::Fallback,
     };
     Ok((reply, Some(ranking)))
 }

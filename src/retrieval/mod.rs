@@ -847,6 +847,14 @@ impl Ranking {
             .collect()
     }
 
+    /// The candidate a confident answer gives, and the one a list or confirmation puts
+    /// first: the best *eligible* candidate. An off-topic candidate may rank first
+    /// (帮我把这张卡冻上 shares 帮我把这 with 帮我把这期账单分6期) but is never answered or
+    /// offered, so it must not hide the topical ones below it either.
+    pub fn top(&self) -> Option<&Candidate> {
+        self.candidates.iter().find(|c| c.eligible())
+    }
+
     /// Asking back about a single candidate: render as "您是想问「…」吗？".
     pub fn is_confirmation(&self) -> bool {
         self.band == Band::Uncertain && self.shortlist == 1
@@ -1401,26 +1409,30 @@ impl Retriever {
     /// none, the top alone is offered as a confirmation. `candidates` must be sorted as
     /// [`Retriever::rank`] sorts them.
     ///
-    /// Off-topic messages fall back: the top candidate must be eligible, and its
-    /// similarity, less `unknown_penalty` × the share of the message's content words
-    /// that the knowledge base never uses, must reach `uncertain`.
+    /// Off-topic messages fall back: the top eligible candidate's similarity, less
+    /// `unknown_penalty` × the share of the message's content words that the knowledge
+    /// base never uses, must reach `uncertain`. Ineligible candidates (off topic or
+    /// negated) are passed over, as [`Ranking::top`] passes over them: until round 5 an
+    /// off-topic first candidate made the whole message fall back, though topical
+    /// entries close below it were right (fourth blind set: one more right entry seen,
+    /// no other figure of the tuning sets changed).
     fn band(&self, candidates: &[Candidate], unknown_words: f32, b: Bands) -> (Band, usize, usize) {
         let c = &self.config;
-        let Some(top) = candidates.first() else {
+        let mut eligible = candidates.iter().filter(|x| x.eligible());
+        let Some(top) = eligible.next() else {
             return (Band::NoMatch, 0, 0);
         };
-        if !top.eligible() || top.similarity - c.unknown_penalty * unknown_words < b.uncertain {
+        if top.similarity - c.unknown_penalty * unknown_words < b.uncertain {
             return (Band::NoMatch, 0, 0);
         }
         let alternatives = |most: usize| {
-            candidates[1..]
-                .iter()
-                .filter(|x| x.eligible())
+            eligible
+                .clone()
                 .take_while(|x| x.similarity >= b.uncertain && top.score - x.score <= b.list_gap)
                 .take(most)
                 .count()
         };
-        let runner_up = candidates[1..].iter().find(|x| x.eligible());
+        let runner_up = eligible.clone().next();
         if top.similarity >= b.confident
             && runner_up.is_none_or(|r| top.score - r.score >= b.margin)
         {
@@ -1996,6 +2008,51 @@ mod tests {
         let (band, offered) = rank(e, &["花呗"], "花呗能还信用卡吗");
         assert_ne!(band, Band::NoMatch);
         assert_eq!(offered.first().map(String::as_str), Some("huabei"));
+    }
+
+    #[test]
+    fn an_off_topic_first_candidate_does_not_hide_topical_ones() {
+        let r = retriever(sample());
+        let c = RetrievalConfig::default();
+        let bands = Bands {
+            confident: c.confident,
+            margin: c.margin,
+            uncertain: c.uncertain,
+            list_gap: c.list_gap,
+        };
+        let candidate = |entry: usize, score: f32, topical: bool| Candidate {
+            entry,
+            score,
+            matched_question: 0,
+            bm25: 1.0,
+            similarity: score,
+            topical,
+            negated: false,
+            features: Features::default(),
+        };
+        // 帮我把这期账单分6期: 帮我把这张卡冻上 scores highest on 帮我把这 but shares no
+        // content word; the instalment entry below it is a clear answer.
+        let candidates = vec![
+            candidate(0, 0.55, false),
+            candidate(3, 0.50, true),
+            candidate(1, 0.30, true),
+        ];
+        let (band, shortlist, _) = r.band(&candidates, 0.0, bands);
+        assert_eq!((band, shortlist), (Band::Confident, 1));
+        let ranking = Ranking {
+            band,
+            candidates,
+            shortlist,
+            near: 0,
+            unknown_words: 0.0,
+            embeddings: DenseUse::Off,
+        };
+        assert_eq!(ranking.top().map(|c| c.entry), Some(3));
+        assert_eq!(ranking.offered().len(), 1);
+        assert_eq!(ranking.offered()[0].entry, 3);
+        // With nothing topical, the message still falls back.
+        let alone = vec![candidate(0, 0.55, false), candidate(1, 0.5, false)];
+        assert_eq!(r.band(&alone, 0.0, bands).0, Band::NoMatch);
     }
 
     #[test]
