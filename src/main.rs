@@ -746,12 +746,18 @@ fn ask(
             .entry(c.entry)
             .context("candidate outside the knowledge base")?;
         say!(
-            "{:>2}. [{}] {}  score {:.3}  similarity {:.3}",
+            "{:>2}. [{}] {}  score {:.3}  similarity {:.3}{}",
             i + 1,
             e.id,
             e.questions().nth(c.matched_question).unwrap_or(&e.question),
             c.score,
-            c.similarity
+            c.similarity,
+            // The band passes over these (see `Ranking::top`); say so even without --explain.
+            if c.eligible() || explain {
+                ""
+            } else {
+                "  (never answered or offered)"
+            }
         );
         if explain {
             say!(

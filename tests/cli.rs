@@ -284,3 +284,45 @@ fn serve_refuses_a_client_ip_header_that_is_not_a_header_name() {
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(!said.contains("listening on"), "{said}");
 }
+
+#[test]
+fn ask_passes_over_an_off_topic_first_candidate_and_says_so() {
+    // 帮我把这期账单分6期 shares 帮我把这 with the freezing entry but no content word: that
+    // entry may rank first, yet the customer is offered the instalment entry below it
+    // (before round 5 the whole message fell back).
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(
+        tmp.path().join("kb.csv"),
+        "id,question,answer,similar\n\
+         freeze,帮我把这张卡冻上,先挂失再冻结。,把卡冻上|帮我冻结这张卡\n\
+         inst,账单分期咋个弄,可在手机银行办理账单分期。,账单能分期吗\n\
+         pwd,密码忘了怎么办,带身份证到网点重置。,忘记密码\n",
+    )
+    .unwrap();
+    let out = kefu(
+        &[
+            "ask",
+            "--kb",
+            tmp.path().to_str().unwrap(),
+            "帮我把这期账单分6期",
+        ],
+        b"",
+        tmp.path(),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(lines[0].starts_with("band: uncertain"), "{stdout}");
+    assert!(
+        lines[1].contains("[freeze]") && lines[1].ends_with("(never answered or offered)"),
+        "{stdout}"
+    );
+    assert!(
+        lines[2].contains("[inst]") && !lines[2].contains("never answered"),
+        "{stdout}"
+    );
+}
