@@ -668,12 +668,16 @@ const MIN_CLAUSE_CHARS: usize = 8;
 const MAX_EARLIER_CLAUSES: usize = 3;
 
 /// The clauses of `head` (a long message without its last clause), each at least
-/// [`MIN_CLAUSE_CHARS`] characters (a short one joins the next), last ones first.
+/// [`MIN_CLAUSE_CHARS`] characters (a short one joins the next; a short one at the end
+/// joins the one before it), last ones first.
 fn other_clauses(head: &str) -> Vec<&str> {
     let mut out = Vec::new();
     let mut start: Option<usize> = None;
+    // Where the last complete clause began, and whether it was kept.
+    let mut previous: Option<(usize, bool)> = None;
     let mut chars = 0;
     let mut pos = 0;
+    let mut end = 0;
     for piece in head.split(' ') {
         let begin = pos;
         pos += piece.len() + 1;
@@ -682,13 +686,27 @@ fn other_clauses(head: &str) -> Vec<&str> {
         }
         let s = *start.get_or_insert(begin);
         chars += piece.chars().count();
+        end = begin + piece.len();
         if chars >= MIN_CLAUSE_CHARS {
-            let clause = head[s..begin + piece.len()].trim();
-            if asks(clause) {
+            let clause = head[s..end].trim();
+            let kept = asks(clause);
+            if kept {
                 out.push(clause);
             }
+            previous = Some((s, kept));
             start = None;
             chars = 0;
+        }
+    }
+    // A short question at the end of the head ("我能替她去改吗") would be lost: it joins
+    // the clause before it, which gives it its subject (她那张存折的密码忘了).
+    if let (Some(_), Some((s, kept))) = (start, previous) {
+        let clause = head[s..end].trim();
+        if asks(clause) {
+            if kept {
+                out.pop();
+            }
+            out.push(clause);
         }
     }
     out.reverse();
@@ -1808,6 +1826,11 @@ mod tests {
             vec!["还有 一天最多能转多少钱呢", "你好 请问补卡要带什么"]
         );
         assert!(other_clauses("").is_empty());
+        // A short question at the end joins the clause before it instead of being lost.
+        assert_eq!(
+            other_clauses("我妈年纪大了 不会用手机 她那张存折的密码忘了 我能替她去改吗"),
+            vec!["她那张存折的密码忘了 我能替她去改吗"]
+        );
         // The question is the first sentence; the rest is the customer's story, whose last
         // clause matches nothing well.
         let message = "跨行转账收手续费吗 我每个月都要给老家的父母打生活费 用的是别的银行发的卡 之前在柜台办过一次";
