@@ -1048,9 +1048,23 @@ fn eval_messages(
             "  {:<14} n={:<4} {} / {} / {}   oos {}   intent {}",
             st.style,
             c.messages,
-            pct(s.answered),
-            pct(s.answered_precision),
-            pct(s.seen_right),
+            // A style without FAQ messages (all actions, all out of scope) has no FAQ
+            // figures: "-" rather than a 0.0 % that reads as a failure.
+            if c.faq > 0 {
+                pct(s.answered)
+            } else {
+                "    -".into()
+            },
+            if c.answered > 0 {
+                pct(s.answered_precision)
+            } else {
+                "    -".into()
+            },
+            if c.faq > 0 {
+                pct(s.seen_right)
+            } else {
+                "    -".into()
+            },
             if c.out_of_scope > 0 {
                 pct(s.out_of_scope_fallback)
             } else {
