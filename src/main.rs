@@ -991,6 +991,8 @@ fn eval_messages(
         return Ok(std::process::ExitCode::SUCCESS);
     }
     let pct = |x: f64| format!("{:5.1}%", x * 100.0);
+    // A share of no messages at all is shown as "-".
+    let share_of = |n: usize, x: f64| if n > 0 { pct(x) } else { "    -".to_owned() };
     let c = &report.counts;
     say!(
         "messages {} ({}): {} FAQ, {} intent, {} out of scope",
@@ -1050,31 +1052,11 @@ fn eval_messages(
             c.messages,
             // A style without FAQ messages (all actions, all out of scope) has no FAQ
             // figures: "-" rather than a 0.0 % that reads as a failure.
-            if c.faq > 0 {
-                pct(s.answered)
-            } else {
-                "    -".into()
-            },
-            if c.answered > 0 {
-                pct(s.answered_precision)
-            } else {
-                "    -".into()
-            },
-            if c.faq > 0 {
-                pct(s.seen_right)
-            } else {
-                "    -".into()
-            },
-            if c.out_of_scope > 0 {
-                pct(s.out_of_scope_fallback)
-            } else {
-                "    -".into()
-            },
-            if c.intent > 0 {
-                pct(s.intent_accuracy)
-            } else {
-                "    -".into()
-            },
+            share_of(c.faq, s.answered),
+            share_of(c.answered, s.answered_precision),
+            share_of(c.faq, s.seen_right),
+            share_of(c.out_of_scope, s.out_of_scope_fallback),
+            share_of(c.intent, s.intent_accuracy),
         );
     }
     for m in &report.misses {

@@ -98,3 +98,14 @@ pub fn kefu(args: &[&str], stdin: &[u8], cwd: &Path) -> std::process::Output {
     writer.join().unwrap();
     out
 }
+
+/// [`kefu`] for a command that must succeed: its stdout, or a panic showing its stderr.
+pub fn kefu_ok(args: &[&str], stdin: &[u8], cwd: &Path) -> String {
+    let out = kefu(args, stdin, cwd);
+    assert!(
+        out.status.success(),
+        "kefu {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
