@@ -1255,15 +1255,17 @@ impl Retriever {
         audience: Audience<'_>,
     ) -> Result<Ranking> {
         let k = self.config.long_message_agreement;
-        let Some(chosen) = answer.top().cloned() else {
+        let Some(chosen) = answer.top().filter(|_| k > 0).cloned() else {
             return Ok(answer);
         };
-        if k == 0 {
-            return Ok(answer);
-        }
         let mut whole = self.rank_normalized(normalized.to_owned(), audience, None)?;
-        let mut eligible = whole.candidates.iter().filter(|c| c.eligible());
-        if eligible.by_ref().take(k).any(|c| c.entry == chosen.entry) {
+        let agrees = whole
+            .candidates
+            .iter()
+            .filter(|c| c.eligible())
+            .take(k)
+            .any(|c| c.entry == chosen.entry);
+        if agrees {
             return Ok(answer);
         }
         let Some(lead) = whole.candidates.iter().position(|c| c.eligible()) else {
