@@ -1419,7 +1419,7 @@ impl TurnState<'_> {
                     )
                 }
             }
-            // A confident band always has an eligible top; without one, nothing is said.
+            // The band is confident only with an eligible top; without one it falls back.
             (Band::NoMatch, _) | (Band::Confident, None) => {
                 session.misses += 1;
                 session.last_answer = None;
