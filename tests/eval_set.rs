@@ -6,7 +6,8 @@
 //! So is the third blind tuning set `eval/blind3-messages.tsv` (next round's tuning only), and
 //! the fourth blind set `eval/blind4-messages.tsv` (measured once at the end of round 4, then
 //! the next round's tuning set), and likewise the fifth, `eval/blind5-messages.tsv` (round 5),
-//! and the sixth, `eval/blind6-messages.tsv` (round 6).
+//! and the sixth, `eval/blind6-messages.tsv` (measured once before round 7's content work, then
+//! its tuning set).
 
 mod common;
 
@@ -28,8 +29,11 @@ const STYLES: [&str; 10] = [
 ];
 
 /// Messages that were written blind and turned out to equal a knowledge-base question word
-/// for word (short, everyday wordings). They are allowed; any other match is a leak.
-const BLIND_COINCIDENCES: [&str; 9] = [
+/// for word (short, everyday wordings), compared as [`wording`] compares them. They are
+/// allowed; any other match is a leak. The last six (an emoji or a comma apart) were found
+/// when the comparison began to ignore emoji and punctuation: each knowledge-base question
+/// was in the first commit (f9eb44e, 2026-11-24), before the set was written (2026-11-30).
+const BLIND_COINCIDENCES: [&str; 14] = [
     "信用卡账单怎么分期",
     "信用卡年费怎么免",
     "跨行转账要手续费吗",
@@ -39,14 +43,26 @@ const BLIND_COINCIDENCES: [&str; 9] = [
     "查余额",
     "转人工",
     "借记卡有年费吗",
+    "信用卡逾期了会怎样",
+    "网点几点开门",
+    "我要投诉",
+    "信用卡能取现金吗",
+    "预留手机号换了怎么改",
 ];
 
 /// The calibration set's own blind coincidences with knowledge-base questions.
-const CALIBRATION_COINCIDENCES: [&str; 3] = [
+const CALIBRATION_COINCIDENCES: [&str; 4] = [
     "信用卡年费怎么免",
     "收不到短信验证码怎么办",
     "我要跟真人说话",
+    "预留手机号换了怎么改",
 ];
+
+/// Tuning messages that kefu reads exactly as a test-half message: m060 (test, 信用卡帐单日是几号,
+/// a typo of 账) and the traditional-script m141 (tune) and c079 (calibration), 信用卡帳單日是幾號,
+/// which folds to the same text. Written blind by different writers; they are allowed and
+/// reported (README, issue 11): one test message has had tuning twins since the sets were written.
+const TEST_TWINS: [&str; 1] = ["信用卡帐单日是几号"];
 
 const MESSAGES: &str = "eval/customer-messages.tsv";
 const CALIBRATION: &str = "eval/calibration-messages.tsv";
@@ -156,26 +172,53 @@ fn both_halves_carry_every_style() {
 #[test]
 fn no_message_is_copied_into_the_knowledge_base() {
     let kb = common::bundled_kb();
-    let questions: HashSet<&str> = kb.entries().iter().flat_map(|e| e.questions()).collect();
+    let questions: HashSet<String> = kb
+        .entries()
+        .iter()
+        .flat_map(|e| e.questions())
+        .map(wording)
+        .collect();
     let leaked: Vec<String> = rows(MESSAGES)
         .into_iter()
-        .filter(|r| !BLIND_COINCIDENCES.contains(&r.text.as_str()))
+        .filter(|r| !allowed(&BLIND_COINCIDENCES, &r.text))
         .chain(
             rows(CALIBRATION)
                 .into_iter()
-                .filter(|r| !CALIBRATION_COINCIDENCES.contains(&r.text.as_str())),
+                .filter(|r| !allowed(&CALIBRATION_COINCIDENCES, &r.text)),
         )
         // blind3 to blind6 have no allowed coincidences: the ones found were removed.
         .chain(rows(BLIND3))
         .chain(rows(BLIND4))
         .chain(rows(BLIND5))
         .chain(rows(BLIND6))
-        .filter(|r| questions.contains(r.text.as_str()))
+        .filter(|r| questions.contains(&wording(&r.text)))
         .map(|r| format!("{} {}", r.id, r.text))
         .collect();
     assert!(
         leaked.is_empty(),
         "eval messages in the knowledge base: {leaked:?}"
+    );
+}
+
+/// The main set's two halves share no wording as kefu reads it, except the known twin:
+/// a tune-half twin of a test message would let tuning see the report set.
+#[test]
+fn the_halves_share_no_wording() {
+    let rows = rows(MESSAGES);
+    let test: HashSet<String> = rows
+        .iter()
+        .filter(|r| r.half == "test")
+        .map(|r| wording(&r.text))
+        .collect();
+    let twins: Vec<String> = rows
+        .iter()
+        .filter(|r| r.half == "tune" && test.contains(&wording(&r.text)))
+        .filter(|r| !allowed(&TEST_TWINS, &r.text))
+        .map(|r| format!("{} {}", r.id, r.text))
+        .collect();
+    assert!(
+        twins.is_empty(),
+        "tune-half twins of test messages: {twins:?}"
     );
 }
 
@@ -216,9 +259,19 @@ fn repeats_no_earlier_set(path: &str, earlier: &[&str]) {
     }
 }
 
-/// Letters and digits only: "卡丢了😭怎么办？" and "卡丢了 怎么办" are the same wording.
+/// The text as kefu compares it ([`kefu::text::search_form`]: full-width folded, traditional
+/// to simplified, lower case), with letters and digits only: "卡丢了😭怎么办？", "卡丢了 怎么办"
+/// and "卡丟了怎麼辦" are the same wording, and so are "Python" and "python".
+fn allowed(list: &[&str], text: &str) -> bool {
+    let w = wording(text);
+    list.iter().any(|a| wording(a) == w)
+}
+
 fn wording(text: &str) -> String {
-    text.chars().filter(|c| c.is_alphanumeric()).collect()
+    kefu::text::search_form(text)
+        .chars()
+        .filter(|c| c.is_alphanumeric())
+        .collect()
 }
 
 /// A tuning set has no test half, uses the main set's styles, and repeats no wording of the
@@ -238,7 +291,7 @@ fn tuning_only(path: &str) {
             r.id
         );
         assert!(
-            !held_out.contains(&wording(&r.text)),
+            allowed(&TEST_TWINS, &r.text) || !held_out.contains(&wording(&r.text)),
             "{path} {}: repeats a test-half message",
             r.id
         );
