@@ -632,8 +632,8 @@ fn kb_check(dir: &Path, intents: &Path) -> Result<std::process::ExitCode> {
         Ok(kb) => {
             let s = kb.summary();
             say!(
-                "ok: {} entries, {} similar questions, {} categories in {} files; {} user-dictionary words, {} synonyms, {} out-of-scope words",
-                s.entries, s.similar_questions, s.categories, s.files, s.user_words, s.synonyms, s.out_of_scope_words
+                "ok: {} entries, {} similar questions, {} categories in {} files; {} user-dictionary words, {} synonyms, {} out-of-scope words, {} products",
+                s.entries, s.similar_questions, s.categories, s.files, s.user_words, s.synonyms, s.out_of_scope_words, s.products
             );
         }
         Err(kefu::Error::Content(errors)) => {
@@ -761,14 +761,16 @@ fn ask(
         );
         if explain {
             say!(
-                "    raw bm25 {:.2}  shares a content word: {}",
+                "    raw bm25 {:.2}  on topic: {}",
                 c.bm25,
                 if c.negated {
-                    "closer to a negative question (never answered or offered)"
+                    "no, closer to a negative question (never answered or offered)"
+                } else if c.other_product {
+                    "no, the message names a product its question does not (products.txt; never answered or offered)"
                 } else if c.topical {
-                    "yes"
+                    "yes, shares a content word"
                 } else {
-                    "no (never answered or offered)"
+                    "no content word in common (never answered or offered)"
                 }
             );
             let (rank_w, sim_w) = match (ranking.embeddings, r.embeddings()) {

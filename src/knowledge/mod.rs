@@ -82,6 +82,9 @@ pub struct KnowledgeBase {
     wording: wording::Wording,
     /// Words for things the bank does not serve (`outofscope.txt`), in [`search_form`].
     out_of_scope: Vec<String>,
+    /// Products a customer cannot mean at the same time (`products.txt`): one group of
+    /// words per product, in [`search_form`].
+    products: Vec<Vec<String>>,
 }
 
 /// What `kb check` reports on success.
@@ -95,11 +98,14 @@ pub struct Summary {
     pub synonyms: usize,
     /// Words of `outofscope.txt`: shown so an editor sees the file was read.
     pub out_of_scope_words: usize,
+    /// Product groups of `products.txt`.
+    pub products: usize,
 }
 
 const USERDICT: &str = "userdict.txt";
 const SYNONYMS: &str = "synonyms.txt";
 const OUT_OF_SCOPE: &str = "outofscope.txt";
+const PRODUCTS: &str = "products.txt";
 
 impl KnowledgeBase {
     /// Loads and validates every content file in `dir` (not recursive: one directory
@@ -117,6 +123,7 @@ impl KnowledgeBase {
         let mut synonyms = Vec::new();
         let mut wording = None;
         let mut out_of_scope = Vec::new();
+        let mut products = Vec::new();
         let mut entry_files = 0;
         for path in &files {
             let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
@@ -131,6 +138,7 @@ impl KnowledgeBase {
                 (USERDICT, _) => load_userdict(path).map(|w| user_words = w),
                 (SYNONYMS, _) => load_synonyms(path).map(|s| synonyms = s),
                 (OUT_OF_SCOPE, _) => load_out_of_scope(path).map(|w| out_of_scope = w),
+                (PRODUCTS, _) => load_products(path).map(|p| products = p),
                 (wording::REPLIES, _) => wording::Wording::load(path).map(|w| wording = Some(w)),
                 (_, Some("toml" | "csv" | "tsv")) => {
                     let (found, mut problems) = match ext.as_deref() {
@@ -158,7 +166,7 @@ impl KnowledgeBase {
                     path,
                     1,
                     None,
-                    "unknown file type; expected .toml, .csv, .tsv or .xlsx entries, userdict.txt, synonyms.txt or outofscope.txt",
+                    "unknown file type; expected .toml, .csv, .tsv or .xlsx entries, userdict.txt, synonyms.txt, outofscope.txt or products.txt",
                 )]),
             };
             if name != wording::REPLIES
@@ -183,6 +191,7 @@ impl KnowledgeBase {
             Ok(mut kb) if issues.is_empty() => {
                 kb.wording = wording.unwrap_or_default();
                 kb.out_of_scope = out_of_scope;
+                kb.products = products;
                 Ok(kb)
             }
             Ok(_) => Err(ContentErrors(sorted(issues)).into()),
@@ -289,6 +298,7 @@ impl KnowledgeBase {
                 synonyms,
                 wording: wording::Wording::default(),
                 out_of_scope: Vec::new(),
+                products: Vec::new(),
             })
         } else {
             Err(issues)
@@ -327,6 +337,27 @@ impl KnowledgeBase {
     /// 信用卡逾期了会怎样, so no similarity threshold can tell them apart.
     pub fn out_of_scope(&self) -> &[String] {
         &self.out_of_scope
+    }
+
+    /// Product groups (`products.txt`), each a list of words in [`search_form`]: a
+    /// message that names one product is not answered with an entry whose standard
+    /// question names only another (see `Retriever::rank`).
+    pub fn products(&self) -> &[Vec<String>] {
+        &self.products
+    }
+
+    /// Replaces the product groups (tests and the `eval` loader).
+    pub fn with_products<I, G, S>(mut self, groups: I) -> Self
+    where
+        I: IntoIterator<Item = G>,
+        G: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        self.products = groups
+            .into_iter()
+            .map(|g| g.into_iter().map(|w| search_form(w.as_ref())).collect())
+            .collect();
+        self
     }
 
     /// Replaces the out-of-scope words (tests and tools that build a knowledge base from
@@ -377,6 +408,7 @@ impl KnowledgeBase {
             user_words: self.user_words.len(),
             synonyms: self.synonyms.len(),
             out_of_scope_words: self.out_of_scope.len(),
+            products: self.products.len(),
         }
     }
 }
@@ -958,6 +990,50 @@ fn load_out_of_scope(path: &Path) -> std::result::Result<Vec<String>, Vec<Conten
     }
 }
 
+/// `products.txt`: one product a line, its words separated by spaces (信用卡 贷记卡), `#`
+/// comments. Each word must stay one word in [`search_form`] (it is matched as a substring
+/// of the message and of the standard question), and no word may name two products:
+/// the check would then contradict itself.
+fn load_products(path: &Path) -> std::result::Result<Vec<Vec<String>>, Vec<ContentIssue>> {
+    let text = read_text(path).map_err(|i| vec![i])?;
+    let mut groups = Vec::new();
+    let mut issues = Vec::new();
+    let mut first_seen: HashMap<String, usize> = HashMap::new();
+    for (n, line) in content_lines(&text) {
+        let mut group = Vec::new();
+        for raw in line.split_whitespace() {
+            let word = search_form(raw);
+            if word.is_empty() || word.contains(char::is_whitespace) {
+                issues.push(issue(
+                    path,
+                    n + 1,
+                    None,
+                    format!("\"{raw}\": a product word has no punctuation inside"),
+                ));
+                continue;
+            }
+            if let Some(prev) = first_seen.insert(word.clone(), n + 1) {
+                issues.push(issue(
+                    path,
+                    n + 1,
+                    None,
+                    format!("\"{raw}\" already names the product on line {prev}"),
+                ));
+                continue;
+            }
+            group.push(word);
+        }
+        if !group.is_empty() {
+            groups.push(group);
+        }
+    }
+    if issues.is_empty() {
+        Ok(groups)
+    } else {
+        Err(issues)
+    }
+}
+
 fn load_synonyms(path: &Path) -> std::result::Result<Vec<Vec<String>>, Vec<ContentIssue>> {
     let text = read_text(path).map_err(|i| vec![i])?;
     let mut groups = Vec::new();
@@ -1205,6 +1281,33 @@ valid_from = "2026-13-01"
         );
         assert!(
             joined.contains("outofscope.txt:3: \"花呗\" is already listed on line 1"),
+            "{joined}"
+        );
+    }
+
+    #[test]
+    fn product_groups_load_normalized_and_bad_lines_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "a.toml", GOOD);
+        write(dir.path(), PRODUCTS, "# 产品\n信用卡 貸記卡\n\n房贷 月供\n");
+        let kb = KnowledgeBase::load_dir(dir.path()).unwrap();
+        assert_eq!(
+            kb.products(),
+            [vec!["信用卡", "贷记卡"], vec!["房贷", "月供"]]
+        );
+        assert_eq!(kb.summary().products, 2);
+        write(
+            dir.path(),
+            PRODUCTS,
+            "信用卡 贷记卡\n房贷 信用卡\n车贷 e-cny\n",
+        );
+        let joined = errors(dir.path()).join("\n");
+        assert!(
+            joined.contains("products.txt:2: \"信用卡\" already names the product on line 1"),
+            "{joined}"
+        );
+        assert!(
+            joined.contains("products.txt:3: \"e-cny\": a product word has no punctuation inside"),
             "{joined}"
         );
     }

@@ -380,6 +380,18 @@ impl Features {
     }
 }
 
+/// The product groups (`products.txt`, see [`KnowledgeBase::products`]) that `normalized`
+/// text names, by index. A substring test, as for out-of-scope words: product names are
+/// compounds (信用卡, 房贷) that jieba may cut differently in a message and a question.
+fn products_named(groups: &[Vec<String>], normalized: &str) -> Vec<usize> {
+    groups
+        .iter()
+        .enumerate()
+        .filter(|(_, g)| g.iter().any(|w| normalized.contains(w.as_str())))
+        .map(|(i, _)| i)
+        .collect()
+}
+
 /// A text prepared once for feature computation.
 #[derive(Debug, Clone)]
 pub struct Prepared {
@@ -804,13 +816,17 @@ pub struct Candidate {
     /// The query is closer to one of the entry's negative questions than to any of its
     /// own (see [`Entry::negative`]): never answered or offered, ranked last.
     pub negated: bool,
+    /// The message names a product (`products.txt`) and the entry's standard question
+    /// names only other products: 信用卡逾期5天会上征信吗 is not about 房贷晚还一天要紧吗,
+    /// however many other words they share. Never answered or offered.
+    pub other_product: bool,
     pub features: Features,
 }
 
 impl Candidate {
     /// Whether this candidate may be answered or offered at all.
     pub fn eligible(&self) -> bool {
-        self.topical && !self.negated
+        self.topical && !self.negated && !self.other_product
     }
 }
 
@@ -920,6 +936,8 @@ pub struct Retriever {
     /// Per entry: its negative questions (see [`Entry::negative`]).
     negatives: Vec<Vec<Negative>>,
     keywords: Vec<Vec<String>>,
+    /// Per entry: the product groups (`products.txt`) its standard question names.
+    products: Vec<Vec<usize>>,
     idf: Idf,
     /// Homophone typo repair learned from the knowledge base's questions.
     corrector: Corrector,
@@ -1056,6 +1074,14 @@ impl Retriever {
             columns.push((ff.u64("entry")?, ff.u64("question")?));
         }
         let idf = Idf::from_prepared(prepared.iter().flatten());
+        let products = prepared
+            .iter()
+            .map(|qs| {
+                qs.first()
+                    .map(|p| products_named(kb.products(), &p.normalized))
+                    .unwrap_or_default()
+            })
+            .collect();
         let corrector = if config.typo_repair {
             // The pairs of every question, plus the knowledge base's own vocabulary
             // (synonyms, user dictionary, keywords): 冻结 is a synonym of the 限制交易
@@ -1088,6 +1114,7 @@ impl Retriever {
             prepared,
             negatives,
             keywords,
+            products,
             idf,
             corrector,
             embeddings: None,
@@ -1209,12 +1236,13 @@ impl Retriever {
             .corrector
             .correct(&normalized, |w| self.analyzer.is_word(w))
             .unwrap_or(normalized);
+        let asked = products_named(self.kb.products(), &normalized);
         let Some(tail) = question_clause(&normalized, self.config.long_message_chars) else {
-            return self.rank_normalized(normalized, audience, None);
+            return self.rank_normalized(normalized, &asked, audience, None);
         };
-        let focused = self.rank_normalized(tail.to_owned(), audience, None)?;
+        let focused = self.rank_normalized(tail.to_owned(), &asked, audience, None)?;
         if focused.band == Band::Confident {
-            return self.agreeing(focused, &normalized, audience);
+            return self.agreeing(focused, &normalized, &asked, audience);
         }
         // The last clause is not a clear question: the question may be in an earlier
         // clause ("卡丢了怎么挂失，我人在外地，钱包也被偷了"). The first ranking with the
@@ -1223,17 +1251,17 @@ impl Retriever {
         let mut best = focused;
         let head = &normalized[..normalized.len() - tail.len()];
         for clause in other_clauses(head) {
-            let ranking = self.rank_normalized(clause.to_owned(), audience, None)?;
+            let ranking = self.rank_normalized(clause.to_owned(), &asked, audience, None)?;
             if band_order(ranking.band) > band_order(best.band) {
                 best = ranking;
             }
         }
         match best.band {
-            Band::Confident => return self.agreeing(best, &normalized, audience),
+            Band::Confident => return self.agreeing(best, &normalized, &asked, audience),
             Band::Uncertain => return Ok(best),
             Band::NoMatch => {}
         }
-        let mut whole = self.rank_normalized(normalized, audience, None)?;
+        let mut whole = self.rank_normalized(normalized, &asked, audience, None)?;
         let floor = self.config.long_message_floor;
         if whole.band == Band::NoMatch
             && whole.embeddings != DenseUse::Used
@@ -1252,13 +1280,14 @@ impl Retriever {
         &self,
         answer: Ranking,
         normalized: &str,
+        asked: &[usize],
         audience: Audience<'_>,
     ) -> Result<Ranking> {
         let k = self.config.long_message_agreement;
         let Some(chosen) = answer.top().filter(|_| k > 0).cloned() else {
             return Ok(answer);
         };
-        let mut whole = self.rank_normalized(normalized.to_owned(), audience, None)?;
+        let mut whole = self.rank_normalized(normalized.to_owned(), asked, audience, None)?;
         let agrees = whole
             .candidates
             .iter()
@@ -1299,9 +1328,14 @@ impl Retriever {
 
     /// Ranks `normalized`; `known` is its vector when the caller has it already (a
     /// knowledge-base question's, for related questions), else the service is asked.
+    /// `asked` are the products (`products.txt`) the whole message names: a clause of a
+    /// long message is checked against the message, so 信用卡忘记还了…会影响我以后贷款
+    /// 买房吗 keeps the credit-card entry in its last clause's ranking (checked against
+    /// each clause alone, the third blind set lost that message's right entry).
     fn rank_normalized(
         &self,
         normalized: String,
+        asked: &[usize],
         audience: Audience<'_>,
         known: Option<&[f32]>,
     ) -> Result<Ranking> {
@@ -1452,6 +1486,10 @@ impl Retriever {
                             .similarity(&c.similarity_weights)
                             > lexical_similarity
                 });
+                let own_products = &self.products[entry];
+                let other_product = !asked.is_empty()
+                    && !own_products.is_empty()
+                    && !own_products.iter().any(|g| asked.contains(g));
                 Candidate {
                     entry,
                     score,
@@ -1460,6 +1498,7 @@ impl Retriever {
                     similarity,
                     topical,
                     negated,
+                    other_product,
                     features,
                 }
             })
@@ -1645,7 +1684,11 @@ impl Retriever {
                 .as_ref()
                 .and_then(|d| d.question_vector(entry, 0))
             {
-                Some(v) => self.rank_normalized(search_form(&e.question), audience, Some(v)),
+                Some(v) => {
+                    let question = search_form(&e.question);
+                    let asked = products_named(self.kb.products(), &question);
+                    self.rank_normalized(question, &asked, audience, Some(v))
+                }
                 None => self.rank(&e.question, audience),
             };
             if let Ok(ranking) = ranking {
@@ -2115,6 +2158,59 @@ mod tests {
     }
 
     #[test]
+    fn a_message_naming_one_product_is_not_answered_with_another() {
+        let entries = vec![
+            entry(
+                "ln-overdue",
+                "贷款",
+                "房贷晚还几天会上征信吗",
+                &["贷款逾期会上征信吗", "月供晚交几天有影响吗"],
+            ),
+            entry(
+                "credit-report",
+                "征信",
+                "怎么查自己的征信",
+                &["征信报告在哪看"],
+            ),
+        ];
+        let rank = |groups: &[&[&str]], q: &str| {
+            let kb = KnowledgeBase::from_entries(entries.clone())
+                .unwrap()
+                .with_products(groups.iter().map(|g| g.iter().copied()));
+            let r = Retriever::new(Arc::new(kb), RetrievalConfig::default()).unwrap();
+            let ranking = r.rank(q, everyone()).unwrap();
+            let first = ranking.candidates.first().map(|c| {
+                let id = r.entry(c.entry).unwrap().id.clone();
+                (id, c.other_product, c.eligible())
+            });
+            let offered: Vec<String> = ranking
+                .offered()
+                .iter()
+                .map(|c| r.entry(c.entry).unwrap().id.clone())
+                .collect();
+            (first, offered)
+        };
+        let products: &[&[&str]] = &[&["信用卡"], &["贷款", "房贷", "月供"]];
+        let question = "信用卡逾期几天会上征信吗";
+        // Without the list the loan entry answers the credit-card question.
+        let (_, offered) = rank(&[], question);
+        assert_eq!(offered.first().map(String::as_str), Some("ln-overdue"));
+        // With it the loan entry still ranks (and shows in --explain), but is never
+        // answered or offered.
+        let (first, offered) = rank(products, question);
+        assert_eq!(first, Some(("ln-overdue".to_owned(), true, false)));
+        assert!(!offered.contains(&"ln-overdue".to_owned()), "{offered:?}");
+        // A message naming no product, or the entry's own product, is unaffected; so is
+        // an entry whose standard question names no product.
+        let (_, offered) = rank(products, "逾期几天会上征信吗");
+        assert_eq!(offered.first().map(String::as_str), Some("ln-overdue"));
+        let (_, offered) = rank(products, "房贷逾期几天会上征信吗");
+        assert_eq!(offered.first().map(String::as_str), Some("ln-overdue"));
+        let (_, offered) = rank(products, "信用卡的征信报告在哪看");
+        assert_eq!(offered.first().map(String::as_str), Some("credit-report"));
+    }
+
+    #[test]
     fn a_long_message_answer_must_agree_with_the_whole_story() {
         let mut entries = sample();
         entries[0].similar.push("卡不见了".into());
@@ -2182,6 +2278,7 @@ mod tests {
             similarity: score,
             topical,
             negated: false,
+            other_product: false,
             features: Features::default(),
         };
         // 帮我把这期账单分6期: 帮我把这张卡冻上 scores highest on 帮我把这 but shares no
