@@ -770,7 +770,28 @@ fn asks(clause: &str) -> bool {
         "可否",
         "请问",
     ];
-    MARKERS.iter().any(|m| clause.contains(m))
+    MARKERS.iter().any(|m| clause.contains(m)) || a_not_a(clause) || dialect_asks(clause)
+}
+
+/// The A-not-A question (收不收, 开不开, 用没用, 得唔得): a verb, 不/没/唔, the same verb.
+/// 提前还的话剩下的手续费还收不收 asks as plainly as …还收吗, but names no marker: on the
+/// sixth blind set a long message's real question was passed over for its side remark
+/// (客服电话打不通所以在这问).
+fn a_not_a(clause: &str) -> bool {
+    let chars: Vec<char> = clause.chars().collect();
+    chars
+        .windows(3)
+        .any(|w| w[0] == w[2] && matches!(w[1], '不' | '没' | '唔') && w[0].is_alphabetic())
+}
+
+/// Question particles of regional speech (Shanghainese 伐, Cantonese 咩 / 乜 / 点样 / 冇,
+/// Sichuanese 啷个) and a clause ending in 不 / 没 / 没有 (能贷不, 到账没有).
+fn dialect_asks(clause: &str) -> bool {
+    const PARTICLES: [&str; 7] = ["伐", "咩", "乜", "点样", "点算", "冇", "啷个"];
+    PARTICLES.iter().any(|m| clause.contains(m))
+        || clause.ends_with('不')
+        || clause.ends_with('没')
+        || clause.ends_with("没有")
 }
 
 fn band_order(b: Band) -> u8 {
@@ -1950,6 +1971,14 @@ mod tests {
             vec!["还有 一天最多能转多少钱呢", "你好 请问补卡要带什么"]
         );
         assert!(other_clauses("").is_empty());
+        // An A-not-A question and a regional particle ask too; a plain statement does not.
+        assert_eq!(
+            other_clauses("提前还的话剩下的手续费还收不收 客服电话一直打不通啊 所以来这里问一下"),
+            vec!["提前还的话剩下的手续费还收不收"]
+        );
+        assert!(asks("去网点办事体要预约伐"));
+        assert!(asks("想借个十来万你们这能贷不"));
+        assert!(!asks("客服电话一直打不通啊"));
         // A short question at the end joins the clause before it instead of being lost.
         assert_eq!(
             other_clauses("我妈年纪大了 不会用手机 她那张存折的密码忘了 我能替她去改吗"),
