@@ -346,7 +346,8 @@ impl KnowledgeBase {
         &self.products
     }
 
-    /// Replaces the product groups (tests and the `eval` loader).
+    /// Replaces the product groups (tests that build a knowledge base from entries); each
+    /// word is stored in [`search_form`].
     pub fn with_products<I, G, S>(mut self, groups: I) -> Self
     where
         I: IntoIterator<Item = G>,
@@ -1008,7 +1009,9 @@ fn load_products(path: &Path) -> std::result::Result<Vec<Vec<String>>, Vec<Conte
                     path,
                     n + 1,
                     None,
-                    format!("\"{raw}\": a product word has no punctuation inside"),
+                    format!(
+                        "\"{raw}\": write a product word without punctuation (it is matched as one word)"
+                    ),
                 ));
                 continue;
             }
@@ -1307,7 +1310,7 @@ valid_from = "2026-13-01"
             "{joined}"
         );
         assert!(
-            joined.contains("products.txt:3: \"e-cny\": a product word has no punctuation inside"),
+            joined.contains("products.txt:3: \"e-cny\": write a product word without punctuation"),
             "{joined}"
         );
     }

@@ -1280,12 +1280,12 @@ impl Retriever {
         // ranked only when no clause matched anything.
         let mut best = focused;
         let head = &normalized[..normalized.len() - tail.len()];
+        let top_similarity = |r: &Ranking| r.top().map_or(0.0, |t| t.similarity);
         for clause in other_clauses(head) {
             let ranking = self.rank_normalized(clause.to_owned(), &asked, audience, None)?;
             // Between two clauses that both ask back, a clearly closer match wins too:
             // 她什么也没做啊，怎么会冻结 (confirm card-restricted, similarity 0.34) over the
             // last clause 是不是太久没用的原因 (a list of "…是什么原因" entries, 0.29).
-            let top_similarity = |r: &Ranking| r.top().map_or(0.0, |t| t.similarity);
             let clearer = ranking.band == Band::Uncertain
                 && best.band == Band::Uncertain
                 && top_similarity(&ranking) > top_similarity(&best) + CLEARER_CLAUSE;
