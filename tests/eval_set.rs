@@ -7,8 +7,9 @@
 //! the fourth blind set `eval/blind4-messages.tsv` (measured once at the end of round 4, then
 //! the next round's tuning set), and likewise the fifth, `eval/blind5-messages.tsv` (round 5),
 //! the sixth, `eval/blind6-messages.tsv` (measured once before round 7's content work, then
-//! its tuning set), and the seventh, `eval/blind7-messages.tsv` (measured once before round 8's
-//! content work, then its tuning set).
+//! its tuning set), the seventh, `eval/blind7-messages.tsv` (measured once before round 8's
+//! content work, then its tuning set), and the eighth, `eval/blind8-messages.tsv` (measured
+//! once before round 9's work, then its tuning set).
 
 mod common;
 
@@ -72,6 +73,7 @@ const BLIND4: &str = "eval/blind4-messages.tsv";
 const BLIND5: &str = "eval/blind5-messages.tsv";
 const BLIND6: &str = "eval/blind6-messages.tsv";
 const BLIND7: &str = "eval/blind7-messages.tsv";
+const BLIND8: &str = "eval/blind8-messages.tsv";
 
 struct Row {
     id: String,
@@ -116,6 +118,7 @@ fn every_label_names_an_existing_entry_or_intent() {
         .chain(rows(BLIND5))
         .chain(rows(BLIND6))
         .chain(rows(BLIND7))
+        .chain(rows(BLIND8))
     {
         assert!(ids.insert(r.id.clone()), "duplicate id {}", r.id);
         assert!(!r.text.trim().is_empty(), "{}: empty text", r.id);
@@ -189,12 +192,13 @@ fn no_message_is_copied_into_the_knowledge_base() {
                 .into_iter()
                 .filter(|r| !allowed(&CALIBRATION_COINCIDENCES, &r.text)),
         )
-        // blind3 to blind7 have no allowed coincidences: the ones found were removed.
+        // blind3 to blind8 have no allowed coincidences: the ones found were removed.
         .chain(rows(BLIND3))
         .chain(rows(BLIND4))
         .chain(rows(BLIND5))
         .chain(rows(BLIND6))
         .chain(rows(BLIND7))
+        .chain(rows(BLIND8))
         .filter(|r| questions.contains(&wording(&r.text)))
         .map(|r| format!("{} {}", r.id, r.text))
         .collect();
@@ -228,7 +232,7 @@ fn the_halves_share_no_wording() {
 
 #[test]
 fn tuning_sets_are_tuning_only() {
-    for path in [CALIBRATION, BLIND3, BLIND4, BLIND5, BLIND6, BLIND7] {
+    for path in [CALIBRATION, BLIND3, BLIND4, BLIND5, BLIND6, BLIND7, BLIND8] {
         tuning_only(path);
     }
 }
@@ -255,6 +259,23 @@ fn seventh_blind_set_repeats_no_earlier_set() {
     repeats_no_earlier_set(
         BLIND7,
         &[MESSAGES, CALIBRATION, BLIND3, BLIND4, BLIND5, BLIND6],
+    );
+}
+
+/// The eighth blind set, written the same way and checked against all seven sets before it.
+#[test]
+fn eighth_blind_set_repeats_no_earlier_set() {
+    repeats_no_earlier_set(
+        BLIND8,
+        &[
+            MESSAGES,
+            CALIBRATION,
+            BLIND3,
+            BLIND4,
+            BLIND5,
+            BLIND6,
+            BLIND7,
+        ],
     );
 }
 
