@@ -13,7 +13,7 @@
 //! another bank) one query in six was "corrected", mostly wrongly (试试 → 十是, 以前 →
 //! 一前), because a large knowledge base has a homophone pair for almost anything.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use pinyin::ToPinyin;
 
@@ -30,7 +30,8 @@ type Sounds = (&'static str, &'static str);
 /// of them.
 #[derive(Debug, Clone, Default)]
 pub struct Corrector {
-    known: HashSet<Pair>,
+    /// Every pair of the knowledge base's questions, with how often it occurs.
+    known: HashMap<Pair, u32>,
     by_sound: HashMap<Sounds, Pair>,
 }
 
@@ -65,7 +66,7 @@ impl Corrector {
             }
         }
         Corrector {
-            known: counts.into_keys().collect(),
+            known: counts,
             by_sound: by_sound.into_iter().map(|(k, (p, _))| (k, p)).collect(),
         }
     }
@@ -81,7 +82,7 @@ impl Corrector {
         let mut changed = false;
         for i in 1..chars.len() {
             let pair = (chars[i - 1], chars[i]);
-            if self.known.contains(&pair) || is_word(&String::from_iter([pair.0, pair.1])) {
+            if self.known.contains_key(&pair) || is_word(&String::from_iter([pair.0, pair.1])) {
                 continue;
             }
             let (Some(a), Some(b)) = (sound(pair.0), sound(pair.1)) else {
@@ -92,19 +93,18 @@ impl Corrector {
             };
             // Exactly one character differs: two wrong characters is a different word.
             if (fix.0 == pair.0) != (fix.1 == pair.1) {
-                // The replaced character must not break a good pair on its other side
-                // (有危险 must not become 有违险 because 有违 is a word).
-                let good = |x: char, y: char| {
-                    self.known.contains(&(x, y)) || is_word(&String::from_iter([x, y]))
+                // The replaced character must not break a better pair on its other side:
+                // 有危险 must not become 有违险 because 有违 is a word, and 跨行是不是 must
+                // not become 跨行使不是 because 行使 is one, though 使不 occurs too.
+                let breaks = |kept: (char, char), made: (char, char)| {
+                    self.pair_weight(kept, &is_word) > self.pair_weight(made, &is_word)
                 };
                 let breaks_before = fix.0 != pair.0
                     && i >= 2
-                    && good(chars[i - 2], pair.0)
-                    && !good(chars[i - 2], fix.0);
+                    && breaks((chars[i - 2], pair.0), (chars[i - 2], fix.0));
                 let breaks_after = fix.1 != pair.1
                     && i + 1 < chars.len()
-                    && good(pair.1, chars[i + 1])
-                    && !good(fix.1, chars[i + 1]);
+                    && breaks((pair.1, chars[i + 1]), (fix.1, chars[i + 1]));
                 if breaks_before || breaks_after {
                     continue;
                 }
@@ -118,6 +118,13 @@ impl Corrector {
 
     pub fn is_empty(&self) -> bool {
         self.known.is_empty()
+    }
+
+    /// How good a pair is: how often the knowledge base's questions use it, and one
+    /// more if it is a dictionary word.
+    fn pair_weight(&self, pair: Pair, is_word: impl Fn(&str) -> bool) -> u64 {
+        let seen = u64::from(self.known.get(&pair).copied().unwrap_or(0));
+        seen + u64::from(is_word(&String::from_iter([pair.0, pair.1])))
     }
 }
 
@@ -164,5 +171,25 @@ mod tests {
         // known, but here 忘记 stands for any dictionary word.
         assert_eq!(c.correct("密码忘记", is_word), None);
         assert_eq!(Corrector::default().correct("密马", is_word), None);
+    }
+
+    #[test]
+    fn a_repair_never_breaks_a_more_common_pair_beside_it() {
+        // 行使 is a word the knowledge base uses once; 行是 is neither. Repairing it
+        // would turn 是不是 into 使不是, though 使不 occurs too: 是不 is far more common.
+        let words = |w: &str| ["行使", "跨行", "转账", "是不是"].contains(&w);
+        let c = Corrector::new(
+            [
+                "依法行使权利",
+                "使不了怎么办",
+                "跨行转账是不是免费",
+                "是不是要收费",
+                "是不是到账了",
+            ],
+            words,
+        );
+        assert_eq!(c.correct("跨行是不是免费的", words), None);
+        // The same pair with nothing better beside it is still repaired.
+        assert_eq!(c.correct("行是权利", words).as_deref(), Some("行使权利"));
     }
 }
