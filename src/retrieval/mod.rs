@@ -490,7 +490,10 @@ impl Prepared {
             }
         }
         let mut topic = Vec::new();
-        for w in words.iter().filter(|w| !is_question_word(w)) {
+        for w in words
+            .iter()
+            .filter(|w| !is_question_word(w) && !analyzer.is_function_word(w))
+        {
             let chars: Vec<char> = w.chars().collect();
             for pair in chars.windows(2) {
                 topic.push(pair.iter().collect::<String>());
@@ -1928,6 +1931,22 @@ mod tests {
         }
         let exact = r.rank("银行卡丢了怎么办", everyone()).unwrap();
         assert_eq!(exact.band, Band::Confident, "{exact:?}");
+    }
+
+    #[test]
+    fn a_shared_adverb_is_not_a_shared_topic() {
+        let mut entries = sample();
+        entries.push(entry(
+            "restricted",
+            "银行卡",
+            "储蓄卡突然用不了怎么办",
+            &["卡突然不能刷了", "借记卡突然被限制了"],
+        ));
+        let r = retriever(entries);
+        let cat = r.rank("我家的猫突然不吃猫粮了怎么办", everyone()).unwrap();
+        assert!(cat.offered().is_empty(), "{cat:?}");
+        let card = r.rank("储蓄卡突然用不了", everyone()).unwrap();
+        assert_eq!(r.entry(card.offered()[0].entry).unwrap().id, "restricted");
     }
 
     #[test]

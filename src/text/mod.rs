@@ -322,7 +322,27 @@ impl Analyzer {
     pub fn synonyms(&self) -> &Synonyms {
         &self.inner.synonyms
     }
+
+    /// Whether jieba's dictionary tags `word` as a word that carries no topic: an adverb
+    /// (突然, 已经, 一直), a time word (今天, 现在), a pronoun, a conjunction, a preposition,
+    /// a particle or an interjection. "我家的猫突然不吃猫粮了怎么办" shares only 突然 with
+    /// "储蓄卡突然用勿了哪能办", and must not count as on its topic.
+    pub fn is_function_word(&self, word: &str) -> bool {
+        let tags = self.inner.jieba.tag(word, false);
+        match tags.as_slice() {
+            [only] => FUNCTION_TAGS.contains(&only.tag),
+            _ => false,
+        }
+    }
 }
+
+/// jieba part-of-speech tags of words that name no topic (see [`Analyzer::is_function_word`]).
+/// Time words (`t`) are not among them: jieba tags 逾期, 周末 and 节假日 as time words,
+/// and each names a bank topic. Measured on the tuning sets (tune half, calibration,
+/// blind3 to blind9): two more out-of-scope messages of the ninth set fall back
+/// (我家的猫突然不吃猫粮了怎么办 had been answered with a card entry), nothing else changed
+/// what is answered or seen; with `t` as well, 逾其了一个星期怎么办 lost its list.
+const FUNCTION_TAGS: &[&str] = &["d", "ad", "r", "c", "p", "u", "y", "e", "o"];
 
 /// Character units of normalized text: each CJK character is a unit, a run of ASCII
 /// letters or digits is one unit ("3000", "app"). Spaces break bigrams.
@@ -502,6 +522,17 @@ fn chinese_number(s: &str) -> Option<usize> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn adverbs_and_pronouns_name_no_topic_but_bank_time_words_do() {
+        let a = super::Analyzer::default();
+        for w in ["突然", "已经", "一直", "自己", "可以"] {
+            assert!(a.is_function_word(w), "{w}");
+        }
+        for w in ["逾期", "周末", "节假日", "信用卡", "挂失", "猫粮"] {
+            assert!(!a.is_function_word(w), "{w}");
+        }
+    }
+
     use super::*;
 
     #[test]
