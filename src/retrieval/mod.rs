@@ -1330,7 +1330,7 @@ impl Retriever {
                 if whole.band == Band::Confident {
                     return Ok(whole);
                 }
-                let clauses = self.rank_story(&normalized, tail, &asked, audience)?;
+                let clauses = self.rank_story(&normalized, tail, &asked, audience, Some(&whole))?;
                 return Ok(if band_order(clauses.band) > band_order(whole.band) {
                     clauses
                 } else {
@@ -1341,21 +1341,23 @@ impl Retriever {
         let Some(tail) = question_clause(&normalized, long) else {
             return self.rank_normalized(normalized, &asked, audience, None);
         };
-        self.rank_story(&normalized, tail, &asked, audience)
+        self.rank_story(&normalized, tail, &asked, audience, None)
     }
 
     /// A long message ranked by its clauses, `tail` (its last clause) first: see
-    /// [`Retriever::rank`].
+    /// [`Retriever::rank`]. `whole` is the whole message's ranking when the caller has it
+    /// already (a short story), so it is not ranked twice.
     fn rank_story(
         &self,
         normalized: &str,
         tail: &str,
         asked: &[usize],
         audience: Audience<'_>,
+        whole: Option<&Ranking>,
     ) -> Result<Ranking> {
         let focused = self.rank_normalized(tail.to_owned(), asked, audience, None)?;
         if focused.band == Band::Confident {
-            return self.agreeing(focused, normalized, asked, audience);
+            return self.agreeing(focused, normalized, asked, audience, whole);
         }
         // The last clause is not a clear question: the question may be in an earlier
         // clause ("卡丢了怎么挂失，我人在外地，钱包也被偷了"). The first ranking with the
@@ -1386,7 +1388,7 @@ impl Retriever {
             }
         }
         match best.band {
-            Band::Confident => return self.agreeing(best, normalized, asked, audience),
+            Band::Confident => return self.agreeing(best, normalized, asked, audience, whole),
             Band::Uncertain => {
                 // The story may name the situation that the question leaves out
                 // (…提示超出当日限额。…我怎么才能调回去？): what a story clause matches
@@ -1402,7 +1404,7 @@ impl Retriever {
             }
             Band::NoMatch => {}
         }
-        let mut whole = self.rank_normalized(normalized.to_owned(), asked, audience, None)?;
+        let mut whole = self.whole_ranking(whole, normalized, asked, audience)?;
         let floor = self.config.long_message_floor;
         if whole.band == Band::NoMatch
             && whole.embeddings != DenseUse::Used
@@ -1459,21 +1461,37 @@ impl Retriever {
         list
     }
 
+    /// The whole message's ranking: `known` when the caller has it, else ranked now.
+    fn whole_ranking(
+        &self,
+        known: Option<&Ranking>,
+        normalized: &str,
+        asked: &[usize],
+        audience: Audience<'_>,
+    ) -> Result<Ranking> {
+        match known {
+            Some(w) => Ok(w.clone()),
+            None => self.rank_normalized(normalized.to_owned(), asked, audience, None),
+        }
+    }
+
     /// A confident answer from one clause of a long message, kept if the whole message
     /// agrees (see [`RetrievalConfig::long_message_agreement`]); otherwise a list of the
-    /// whole message's candidates with the clause's answer second.
+    /// whole message's candidates with the clause's answer second. `whole` as in
+    /// [`Retriever::rank_story`].
     fn agreeing(
         &self,
         answer: Ranking,
         normalized: &str,
         asked: &[usize],
         audience: Audience<'_>,
+        whole: Option<&Ranking>,
     ) -> Result<Ranking> {
         let k = self.config.long_message_agreement;
         let Some(chosen) = answer.top().filter(|_| k > 0).cloned() else {
             return Ok(answer);
         };
-        let mut whole = self.rank_normalized(normalized.to_owned(), asked, audience, None)?;
+        let mut whole = self.whole_ranking(whole, normalized, asked, audience)?;
         let agrees = whole
             .candidates
             .iter()
