@@ -324,8 +324,8 @@ impl Analyzer {
     }
 
     /// Whether jieba's dictionary tags `word` as a word that carries no topic: an adverb
-    /// (突然, 已经, 一直), a time word (今天, 现在), a pronoun, a conjunction, a preposition,
-    /// a particle or an interjection. "我家的猫突然不吃猫粮了怎么办" shares only 突然 with
+    /// (突然, 已经, 一直), a pronoun, a conjunction, a preposition, a particle or an
+    /// interjection (time words are not among them: see [`FUNCTION_TAGS`]). "我家的猫突然不吃猫粮了怎么办" shares only 突然 with
     /// "储蓄卡突然用勿了哪能办", and must not count as on its topic.
     pub fn is_function_word(&self, word: &str) -> bool {
         let tags = self.inner.jieba.tag(word, false);
