@@ -806,6 +806,15 @@ fn ask(
         say!(
             "(feature value (×ranking weight/×similarity weight); bands: confident ≥ {confident:.2} with a lead of {margin:.2}, uncertain ≥ {uncertain:.2})"
         );
+        // Why a message whose first candidate is close still falls back: the words no
+        // knowledge-base question uses (a synonym or a similar question fixes that).
+        if ranking.unknown_words > 0.0 {
+            say!(
+                "(unknown words: {:.0} % of the ranked text's content words are in no knowledge-base question; the top's similarity counts {:.3} less against `uncertain`)",
+                ranking.unknown_words * 100.0,
+                c.unknown_penalty * ranking.unknown_words
+            );
+        }
         match ranking.embeddings {
             DenseUse::Used => say!("(embeddings: used; cosine is the sentence-embedding feature)"),
             DenseUse::Fallback => {
