@@ -329,15 +329,21 @@ fn tuning_only(path: &str) {
         .collect();
     let rows = rows(path);
     assert!(rows.len() >= 150, "{path}: {} messages", rows.len());
+    // Every repeat at once, so a writer removes them all in one pass (the twelfth set's
+    // writer found a second one by hand after the first was reported).
+    let repeats: Vec<&str> = rows
+        .iter()
+        .filter(|r| !allowed(&TEST_TWINS, &r.text) && held_out.contains(&wording(&r.text)))
+        .map(|r| r.id.as_str())
+        .collect();
+    assert!(
+        repeats.is_empty(),
+        "{path}: repeat test-half messages: {repeats:?}"
+    );
     for r in &rows {
         assert_eq!(
             r.half, "tune",
             "{path} {}: a tuning set has no test half",
-            r.id
-        );
-        assert!(
-            allowed(&TEST_TWINS, &r.text) || !held_out.contains(&wording(&r.text)),
-            "{path} {}: repeats a test-half message",
             r.id
         );
         assert!(
