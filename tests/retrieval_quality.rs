@@ -63,3 +63,31 @@ fn first_replies_on_the_tune_half_stay_above_their_floor() {
     assert!(s.out_of_scope_fallback >= 0.85, "{s:?}");
     assert!(s.intent_accuracy >= 0.95, "{s:?}");
 }
+
+/// A short story whose whole message falls back is ranked by its clauses (`rescue_chars`),
+/// but a clause is taken only if the whole message agrees. This one is about an employer's
+/// expense claim, and its last clause alone ("你能帮我催一下吗") matches a bank entry.
+#[test]
+fn a_short_story_is_rescued_only_by_a_clause_the_whole_message_agrees_with() {
+    let kb = Arc::new(common::bundled_kb());
+    let story = "我们单位的财务把我的差旅报销卡住了，你能帮我催一下吗";
+    let everyone = Audience {
+        branch: None,
+        today: today(),
+    };
+    let with = |long_message_agreement: usize| {
+        let config = RetrievalConfig {
+            long_message_agreement,
+            ..RetrievalConfig::default()
+        };
+        Retriever::new(kb.clone(), config).unwrap()
+    };
+    let shipped = with(RetrievalConfig::default().long_message_agreement)
+        .rank(story, everyone)
+        .unwrap();
+    assert_eq!(shipped.band, kefu::retrieval::Band::NoMatch, "{shipped:?}");
+    // Without the agreement check the clause is offered: the check is what keeps the
+    // fallback here.
+    let unchecked = with(0).rank(story, everyone).unwrap();
+    assert_ne!(unchecked.band, kefu::retrieval::Band::NoMatch, "{unchecked:?}");
+}

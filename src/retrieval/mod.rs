@@ -256,7 +256,11 @@ pub struct RetrievalConfig {
     /// cost one bq fold 1/2 query its place in the top ten. 0 turns it off.
     pub story_chars: usize,
     /// A message longer than this but not longer than `story_chars` that falls back when
-    /// ranked whole is ranked by its clauses as a story is, and a clause that matches wins.
+    /// ranked whole is ranked by its clauses as a story is, and a clause that matches wins
+    /// if its first candidate is among the whole message's first `long_message_agreement`
+    /// (since round 13: the twelfth blind set's 我们公司的财务冻结了我的报销，你能帮我催一下吗
+    /// had lost its fallback; with the check, four of the eight rescues below remain on
+    /// round 11's content and that fallback stays).
     /// Short stories fell back though their question clause matched
     /// (上个月还款日忘了，…，已经晚了五天，要付多少罚息; 我阿嬷的卡要领钱，她本人不方便过来，
     /// 我可以帮她领吗): the story's words the knowledge base lacks push the whole message
@@ -1393,11 +1397,28 @@ impl Retriever {
                     return Ok(whole);
                 }
                 let clauses = self.rank_story(&normalized, tail, &asked, audience, Some(&whole))?;
-                return Ok(if band_order(clauses.band) > band_order(whole.band) {
-                    keep_below(clauses, whole)
-                } else {
-                    whole
-                });
+                // A rescued clause must agree with the whole message, as a long message's
+                // clause answer must (`long_message_agreement`): 我们公司的财务冻结了我的报销，
+                // 你能帮我催一下吗 is not about the bank, and its last clause alone matched
+                // the progress-chasing entry.
+                let k = self.config.long_message_agreement;
+                let agrees = !rescue_only
+                    || k == 0
+                    || clauses.top().is_some_and(|t| {
+                        whole
+                            .candidates
+                            .iter()
+                            .filter(|c| c.eligible())
+                            .take(k)
+                            .any(|c| c.entry == t.entry)
+                    });
+                return Ok(
+                    if agrees && band_order(clauses.band) > band_order(whole.band) {
+                        keep_below(clauses, whole)
+                    } else {
+                        whole
+                    },
+                );
             }
         }
         let Some(tail) = question_clause(&normalized, long) else {
