@@ -89,5 +89,9 @@ fn a_short_story_is_rescued_only_by_a_clause_the_whole_message_agrees_with() {
     // Without the agreement check the clause is offered: the check is what keeps the
     // fallback here.
     let unchecked = with(0).rank(story, everyone).unwrap();
-    assert_ne!(unchecked.band, kefu::retrieval::Band::NoMatch, "{unchecked:?}");
+    assert_ne!(
+        unchecked.band,
+        kefu::retrieval::Band::NoMatch,
+        "{unchecked:?}"
+    );
 }
