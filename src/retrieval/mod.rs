@@ -257,10 +257,7 @@ pub struct RetrievalConfig {
     pub story_chars: usize,
     /// A message longer than this but not longer than `story_chars` that falls back when
     /// ranked whole is ranked by its clauses as a story is, and a clause that matches wins
-    /// if its first candidate is among the whole message's first `long_message_agreement`
-    /// (since round 13: the twelfth blind set's 我们公司的财务冻结了我的报销，你能帮我催一下吗
-    /// had lost its fallback; with the check, four of the eight rescues below remain on
-    /// round 11's content and that fallback stays).
+    /// if its first candidate is among the whole message's first `long_message_agreement`.
     /// Short stories fell back though their question clause matched
     /// (上个月还款日忘了，…，已经晚了五天，要付多少罚息; 我阿嬷的卡要领钱，她本人不方便过来，
     /// 我可以帮她领吗): the story's words the knowledge base lacks push the whole message
@@ -269,8 +266,11 @@ pub struct RetrievalConfig {
     /// tuning sets (tune half, calibration, blind3 to blind11): 20 turned eight fallbacks
     /// into a list or answer with the right entry (seven lists, one answer) and changed
     /// nothing else; 22 and 24 four, 18 the same eight but three out-of-scope messages
-    /// lost their fallback and 16 seven. bq fold 1/2 unchanged (0.142 / 0.504). 0 turns it
-    /// off.
+    /// lost their fallback and 16 seven. bq fold 1/2 unchanged (0.142 / 0.504). The
+    /// agreement check came in round 13: on the twelfth blind set the rescue had offered a
+    /// bank entry for 我们公司的财务冻结了我的报销，你能帮我催一下吗 and gained nothing; with
+    /// the check that fallback stays, and four of the eight rescues remain on round 11's
+    /// content. 0 turns it off.
     pub rescue_chars: usize,
     /// A confident answer taken from one clause of a long message must also be among the
     /// whole message's first this-many eligible candidates; otherwise the customer gets a
