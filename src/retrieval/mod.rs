@@ -257,7 +257,8 @@ pub struct RetrievalConfig {
     pub story_chars: usize,
     /// A message longer than this but not longer than `story_chars` that falls back when
     /// ranked whole is ranked by its clauses as a story is, and a clause that matches wins
-    /// if its first candidate is among the whole message's first `long_message_agreement`.
+    /// if the whole message agrees with its first candidate as with a long message's clause
+    /// answer (`long_message_agreement`, `long_message_lead`).
     /// Short stories fell back though their question clause matched
     /// (上个月还款日忘了，…，已经晚了五天，要付多少罚息; 我阿嬷的卡要领钱，她本人不方便过来，
     /// 我可以帮她领吗): the story's words the knowledge base lacks push the whole message
@@ -1398,20 +1399,11 @@ impl Retriever {
                 }
                 let clauses = self.rank_story(&normalized, tail, &asked, audience, Some(&whole))?;
                 // A rescued clause must agree with the whole message, as a long message's
-                // clause answer must (`long_message_agreement`): 我们公司的财务冻结了我的报销，
+                // clause answer must (`Retriever::whole_agrees`): 我们公司的财务冻结了我的报销，
                 // 你能帮我催一下吗 is not about the bank, and its last clause alone matched
                 // the progress-chasing entry.
-                let k = self.config.long_message_agreement;
-                let agrees = !rescue_only
-                    || k == 0
-                    || clauses.top().is_some_and(|t| {
-                        whole
-                            .candidates
-                            .iter()
-                            .filter(|c| c.eligible())
-                            .take(k)
-                            .any(|c| c.entry == t.entry)
-                    });
+                let agrees =
+                    !rescue_only || clauses.top().is_none_or(|t| self.whole_agrees(&whole, t));
                 return Ok(
                     if agrees && band_order(clauses.band) > band_order(whole.band) {
                         keep_below(clauses, whole)
@@ -1558,6 +1550,21 @@ impl Retriever {
         }
     }
 
+    /// Whether the whole message's ranking agrees with `chosen`, a clause's top: it is
+    /// among the whole's first [`RetrievalConfig::long_message_agreement`] eligible
+    /// candidates and within [`RetrievalConfig::long_message_lead`] of the first. Always
+    /// true with the check off (0). One rule for a long message's clause answer and a short
+    /// story's rescued clause.
+    fn whole_agrees(&self, whole: &Ranking, chosen: &Candidate) -> bool {
+        let k = self.config.long_message_agreement;
+        if k == 0 {
+            return true;
+        }
+        let mut eligible = whole.candidates.iter().filter(|c| c.eligible()).take(k);
+        let lead = eligible.clone().next().map_or(0.0, |c| c.score);
+        eligible.any(|c| c.entry == chosen.entry && lead - c.score <= self.config.long_message_lead)
+    }
+
     /// A confident answer from one clause of a long message, kept if the whole message
     /// agrees (see [`RetrievalConfig::long_message_agreement`] and
     /// [`RetrievalConfig::long_message_lead`]); otherwise a list of the
@@ -1571,16 +1578,15 @@ impl Retriever {
         audience: Audience<'_>,
         whole: Option<&Ranking>,
     ) -> Result<Ranking> {
-        let k = self.config.long_message_agreement;
-        let Some(chosen) = answer.top().filter(|_| k > 0).cloned() else {
+        let Some(chosen) = answer
+            .top()
+            .filter(|_| self.config.long_message_agreement > 0)
+            .cloned()
+        else {
             return Ok(answer);
         };
         let mut whole = self.whole_ranking(whole, normalized, asked, audience)?;
-        let mut eligible = whole.candidates.iter().filter(|c| c.eligible()).take(k);
-        let lead = eligible.clone().next().map_or(0.0, |c| c.score);
-        let agrees = eligible
-            .any(|c| c.entry == chosen.entry && lead - c.score <= self.config.long_message_lead);
-        if agrees {
+        if self.whole_agrees(&whole, &chosen) {
             return Ok(answer);
         }
         let Some(lead) = whole.candidates.iter().position(|c| c.eligible()) else {
