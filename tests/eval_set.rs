@@ -15,7 +15,7 @@
 //! the eleventh, `eval/blind11-messages.tsv` (measured once before round 12's work, then
 //! its tuning set), the twelfth, `eval/blind12-messages.tsv` (measured once before round
 //! 13's work, then its tuning set), the thirteenth, `eval/blind13-messages.tsv` (measured
-//! once before round 14's work, then its tuning set), and the fourteenth,
+//! once before round 14's work, then its tuning set), the fourteenth,
 //! `eval/blind14-messages.tsv` (written at the same time, measured once before round 14's
 //! work too, then its tuning set), and the fifteenth, `eval/blind15-messages.tsv` (measured
 //! once after round 14's work, on round 13's and round 14's state, then the next round's
