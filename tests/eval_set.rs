@@ -17,9 +17,10 @@
 //! 13's work, then its tuning set), the thirteenth, `eval/blind13-messages.tsv` (measured
 //! once before round 14's work, then its tuning set), the fourteenth,
 //! `eval/blind14-messages.tsv` (written at the same time, measured once before round 14's
-//! work too, then its tuning set), and the fifteenth, `eval/blind15-messages.tsv` (measured
+//! work too, then its tuning set), the fifteenth, `eval/blind15-messages.tsv` (measured
 //! once after round 14's work, on round 13's and round 14's state, then the next round's
-//! tuning set).
+//! tuning set), and the sixteenth, `eval/blind16-messages.tsv` (measured once after round
+//! 16's work, on round 15's and round 16's state, then the next round's tuning set).
 
 mod common;
 
@@ -91,6 +92,7 @@ const BLIND12: &str = "eval/blind12-messages.tsv";
 const BLIND13: &str = "eval/blind13-messages.tsv";
 const BLIND14: &str = "eval/blind14-messages.tsv";
 const BLIND15: &str = "eval/blind15-messages.tsv";
+const BLIND16: &str = "eval/blind16-messages.tsv";
 
 struct Row {
     id: String,
@@ -143,6 +145,7 @@ fn every_label_names_an_existing_entry_or_intent() {
         .chain(rows(BLIND13))
         .chain(rows(BLIND14))
         .chain(rows(BLIND15))
+        .chain(rows(BLIND16))
     {
         assert!(ids.insert(r.id.clone()), "duplicate id {}", r.id);
         assert!(!r.text.trim().is_empty(), "{}: empty text", r.id);
@@ -216,7 +219,7 @@ fn no_message_is_copied_into_the_knowledge_base() {
                 .into_iter()
                 .filter(|r| !allowed(&CALIBRATION_COINCIDENCES, &r.text)),
         )
-        // blind3 to blind15 have no allowed coincidences: the ones found were removed.
+        // blind3 to blind16 have no allowed coincidences: the ones found were removed.
         .chain(rows(BLIND3))
         .chain(rows(BLIND4))
         .chain(rows(BLIND5))
@@ -230,6 +233,7 @@ fn no_message_is_copied_into_the_knowledge_base() {
         .chain(rows(BLIND13))
         .chain(rows(BLIND14))
         .chain(rows(BLIND15))
+        .chain(rows(BLIND16))
         .filter(|r| questions.contains(&wording(&r.text)))
         .map(|r| format!("{} {}", r.id, r.text))
         .collect();
@@ -275,8 +279,8 @@ fn tuning_sets_are_tuning_only() {
 /// 9, the seventh 6 (and 4 equal to knowledge-base questions), the eighth 16 (and 1), the
 /// ninth 9 (and 1), the tenth 2 (and 2), the eleventh 4 (and 1), the twelfth 8 (and 0),
 /// the thirteenth 15 (and 2; and 1 equal to a fourteenth-set message), the fourteenth 4 (and 0),
-/// the fifteenth 8 (and 1).
-const IN_WRITING_ORDER: [&str; 15] = [
+/// the fifteenth 8 (and 1), the sixteenth 6 (and 1).
+const IN_WRITING_ORDER: [&str; 16] = [
     MESSAGES,
     CALIBRATION,
     BLIND3,
@@ -292,6 +296,7 @@ const IN_WRITING_ORDER: [&str; 15] = [
     BLIND13,
     BLIND14,
     BLIND15,
+    BLIND16,
 ];
 
 #[test]
