@@ -764,7 +764,7 @@ fn ask(
                 "    raw bm25 {:.2}  on topic: {}",
                 c.bm25,
                 if c.negated {
-                    "no, closer to a negative question (never answered or offered)"
+                    "no, a negative question of the entry speaks about it (closer, or near and naming a word the entry lacks; never answered or offered)"
                 } else if c.other_product {
                     "no, the message names a product its question does not (products.txt; never answered or offered)"
                 } else if c.topical {

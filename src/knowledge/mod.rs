@@ -41,10 +41,10 @@ pub struct Entry {
     pub keywords: Vec<String>,
     /// Negative questions: phrasings this entry must *not* answer although they look
     /// like it (a known near miss, e.g. "信用卡年费" for a debit-card fee entry). A
-    /// query closer to one of them than to the entry's own questions loses the entry
-    /// as an instant answer (unless it names a word of the entry's own questions that
-    /// the negative lacks); content teams fix a near miss here without touching
-    /// weights.
+    /// query closer to one of them than to the entry's own questions, or nearly as close
+    /// and naming a word of the negative that the entry's own questions never use (临时),
+    /// loses the entry (unless it names a word of the entry's own questions that the
+    /// negative lacks); content teams fix a near miss here without touching weights.
     pub negative: Vec<String>,
     pub scope: Scope,
     pub valid_from: Option<Date>,

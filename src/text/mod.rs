@@ -328,9 +328,21 @@ impl Analyzer {
     /// interjection (time words are not among them: see [`FUNCTION_TAGS`]). "我家的猫突然不吃猫粮了怎么办" shares only 突然 with
     /// "储蓄卡突然用勿了哪能办", and must not count as on its topic.
     pub fn is_function_word(&self, word: &str) -> bool {
-        let tags = self.inner.jieba.tag(word, false);
-        match tags.as_slice() {
-            [only] => FUNCTION_TAGS.contains(&only.tag),
+        self.has_tag_among(word, FUNCTION_TAGS)
+    }
+
+    /// Whether `word` can mark what a negative question is about (see
+    /// `retrieval::Negative`): not a function word, a numeral or measure word (几次,
+    /// 一阵子), a locality word or a time word (jieba tags 上去 as one, and 登不上去 says
+    /// nothing 登不上 does not). Time words that name a bank topic (逾期) are lost as marks;
+    /// a negative that needs one still works the old way, by being the closer wording.
+    pub fn can_mark(&self, word: &str) -> bool {
+        !self.has_tag_among(word, FUNCTION_TAGS) && !self.has_tag_among(word, &["m", "q", "f", "t"])
+    }
+
+    fn has_tag_among(&self, word: &str, tags: &[&str]) -> bool {
+        match self.inner.jieba.tag(word, false).as_slice() {
+            [only] => tags.contains(&only.tag),
             _ => false,
         }
     }
