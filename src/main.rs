@@ -893,7 +893,9 @@ fn dump_messages(
     let msgs =
         messages::load_messages(path).with_context(|| format!("cannot load {}", path.display()))?;
     for m in msgs.iter().filter(|m| half.is_none_or(|h| m.half == h)) {
-        let intent = intents.classify(&m.text, today).map(|i| i.name);
+        let intent = intents
+            .classify_in_scope(&m.text, today, r.knowledge_base().out_of_scope())
+            .map(|i| i.name);
         let ranking = r.rank(
             &m.text,
             Audience {

@@ -937,10 +937,11 @@ impl TurnState<'_> {
                 self.w().say(&self.w().empty_message),
             ));
         }
-        let intent = self
-            .knowledge
-            .intents
-            .classify(&self.msg.text, self.audience().today);
+        let intent = self.knowledge.intents.classify_in_scope(
+            &self.msg.text,
+            self.audience().today,
+            self.knowledge.retriever.knowledge_base().out_of_scope(),
+        );
 
         // a. The chat is with the hand-off queue.
         if let Some(id) = session.handoff {

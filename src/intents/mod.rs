@@ -15,7 +15,7 @@ use toml::Spanned;
 
 use crate::error::{ContentErrors, ContentIssue, Error, Location, Result};
 use crate::knowledge::content::{read_text, toml_issue, LineIndex};
-use crate::text::canonical;
+use crate::text::{canonical, search_form};
 
 /// Who may run an intent: a follower has only followed the account; a verified
 /// customer has bound a card through the banking backend.
@@ -220,6 +220,29 @@ impl IntentSet {
             auth: intent.auth,
             slots,
         })
+    }
+
+    /// [`IntentSet::classify`] for chat: an account action (`auth = "verified"`) is not
+    /// taken for a message that names one of `out_of_scope` (the knowledge base's
+    /// `outofscope.txt` words, in [`search_form`]). 健身房会员卡里的余额能退吗 asks about a
+    /// gym's card, not the bank balance: it goes to retrieval, which falls back for it as
+    /// for any message naming such a word. Service intents still apply (花呗的事转人工
+    /// hands off). The highest-priority match is the only one considered, so a suppressed
+    /// action never lets a lower intent claim the message.
+    pub fn classify_in_scope(
+        &self,
+        message: &str,
+        today: Date,
+        out_of_scope: &[String],
+    ) -> Option<IntentMatch> {
+        let m = self.classify(message, today)?;
+        if m.auth == AuthLevel::Verified {
+            let text = search_form(message);
+            if out_of_scope.iter().any(|w| text.contains(w.as_str())) {
+                return None;
+            }
+        }
+        Some(m)
     }
 
     pub fn intents(&self) -> &[Intent] {
@@ -611,6 +634,49 @@ mod tests {
 
     fn write(dir: &Path, body: &str) {
         std::fs::write(dir.join("a.toml"), body).unwrap();
+    }
+
+    #[test]
+    fn an_account_action_is_not_taken_for_another_companys_thing() {
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            dir.path(),
+            r#"
+[[intent]]
+name = "balance"
+action = "balance"
+auth = "verified"
+patterns = ["余额"]
+
+[[intent]]
+name = "handoff"
+action = "handoff"
+patterns = ["转人工"]
+"#,
+        );
+        let set = IntentSet::load_dir(dir.path()).unwrap();
+        let today = day(2026, 1, 1);
+        let foreign = vec!["健身房".to_string(), "花呗".to_string()];
+        let name = |m: Option<IntentMatch>| m.map(|m| m.name);
+        assert_eq!(
+            name(set.classify_in_scope("卡里余额多少", today, &foreign)).as_deref(),
+            Some("balance")
+        );
+        // Full-width and traditional forms are folded before the comparison.
+        assert_eq!(
+            name(set.classify_in_scope("健身房會員卡裡的余額能退嗎", today, &foreign)),
+            None
+        );
+        // Only account actions give way: a hand-off request still hands off.
+        assert_eq!(
+            name(set.classify_in_scope("花呗的事转人工", today, &foreign)).as_deref(),
+            Some("handoff")
+        );
+        // Without out-of-scope words nothing changes.
+        assert_eq!(
+            name(set.classify_in_scope("健身房会员卡余额", today, &[])).as_deref(),
+            Some("balance")
+        );
     }
 
     #[test]

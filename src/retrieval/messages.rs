@@ -143,7 +143,8 @@ pub fn first_reply(
     if search_form(text).is_empty() {
         return Ok((FirstReply::Notice, None));
     }
-    if let Some(m) = intents.and_then(|s| s.classify(text, audience.today)) {
+    let out_of_scope = retriever.knowledge_base().out_of_scope();
+    if let Some(m) = intents.and_then(|s| s.classify_in_scope(text, audience.today, out_of_scope)) {
         return Ok((FirstReply::Intent(m.name), None));
     }
     let ranking = retriever.rank(text, audience)?;
