@@ -662,7 +662,7 @@ patterns = ["转人工"]
             name(set.classify_in_scope("卡里余额多少", today, &foreign)).as_deref(),
             Some("balance")
         );
-        // Full-width and traditional forms are folded before the comparison.
+        // Traditional script is folded before the comparison.
         assert_eq!(
             name(set.classify_in_scope("健身房會員卡裡的余額能退嗎", today, &foreign)),
             None
