@@ -763,14 +763,15 @@ fn ask(
             say!(
                 "    raw bm25 {:.2}  on topic: {}",
                 c.bm25,
-                if c.negated {
-                    "no, a negative question of the entry speaks about it (closer, or near and naming a word the entry lacks; never answered or offered)"
+                if let Some(n) = c.negated_by {
+                    let negative = e.negative.get(n).map(String::as_str).unwrap_or("?");
+                    format!("no, its negative question 「{negative}」 speaks about it (closer, or near and naming a word the entry lacks; never answered or offered)")
                 } else if c.other_product {
-                    "no, the message names a product its question does not (products.txt; never answered or offered)"
+                    "no, the message names a product its question does not (products.txt; never answered or offered)".to_owned()
                 } else if c.topical {
-                    "yes, shares a content word"
+                    "yes, shares a content word".to_owned()
                 } else {
-                    "no content word in common (never answered or offered)"
+                    "no content word in common (never answered or offered)".to_owned()
                 }
             );
             let (rank_w, sim_w) = match (ranking.embeddings, r.embeddings()) {
@@ -795,6 +796,28 @@ fn ask(
         }
     }
     if explain {
+        // Negated candidates are ranked last, usually below the ten shown: a content
+        // editor who wrote a negative wants to see that it took its entry out.
+        for c in ranking
+            .candidates
+            .iter()
+            .skip(shown)
+            .filter(|c| c.negated())
+        {
+            let Some(e) = r.entry(c.entry) else { continue };
+            let negative = c
+                .negated_by
+                .and_then(|n| e.negative.get(n))
+                .map(String::as_str)
+                .unwrap_or("?");
+            say!(
+                "  – [{}] {}  score {:.3}  similarity {:.3}: taken out by its negative question 「{negative}」",
+                e.id,
+                e.questions().nth(c.matched_question).unwrap_or(&e.question),
+                c.score,
+                c.similarity
+            );
+        }
         let c = r.config();
         let (confident, margin, uncertain) = match (ranking.embeddings, r.embeddings()) {
             (DenseUse::Used, Some(d)) => {
@@ -814,6 +837,13 @@ fn ask(
                 ranking.unknown_words * 100.0,
                 c.unknown_penalty * ranking.unknown_words
             );
+            let words = r.unknown_words(question);
+            if !words.is_empty() {
+                say!(
+                    "(words of the whole message in no question: {})",
+                    words.join(" ")
+                );
+            }
         }
         match ranking.embeddings {
             DenseUse::Used => say!("(embeddings: used; cosine is the sentence-embedding feature)"),

@@ -321,3 +321,66 @@ fn ask_passes_over_an_off_topic_first_candidate_and_says_so() {
         "{stdout}"
     );
 }
+
+#[test]
+fn ask_explain_names_the_negative_that_took_an_entry_out_and_the_unknown_words() {
+    // A content editor who wrote a negative question must be able to see it work, and one
+    // whose message fell back must see which words no question uses.
+    let tmp = tempfile::tempdir().unwrap();
+    let kb = tmp.path().join("kb");
+    std::fs::create_dir(&kb).unwrap();
+    std::fs::write(
+        kb.join("cards.toml"),
+        r#"
+[[entry]]
+id = "ao-id"
+category = "开户"
+question = "开户需要带什么证件"
+similar = ["办银行卡要准备什么证件"]
+negative = ["给孩子开户要带什么证件"]
+answer = "本人身份证原件。"
+
+[[entry]]
+id = "ao-minor"
+category = "开户"
+question = "能给孩子开银行卡吗"
+similar = ["未成年人怎么开户"]
+answer = "监护人带户口簿和本人身份证代办。"
+"#,
+    )
+    .unwrap();
+    let out = kefu_ok(
+        &[
+            "ask",
+            "--kb",
+            kb.to_str().unwrap(),
+            "--explain",
+            "给孩子开户要带什么证件",
+        ],
+        b"",
+        tmp.path(),
+    );
+    assert!(out.contains("[ao-id]"), "ao-id not listed: {out}");
+    assert!(
+        out.contains("negative question 「给孩子开户要带什么证件」"),
+        "the negative is not named: {out}"
+    );
+
+    let out = kefu_ok(
+        &[
+            "ask",
+            "--kb",
+            kb.to_str().unwrap(),
+            "--explain",
+            "开户要带证件吗 顺便问下火锅哪家好吃",
+        ],
+        b"",
+        tmp.path(),
+    );
+    let unknown = out
+        .lines()
+        .find(|l| l.contains("words of the whole message in no question"))
+        .unwrap_or_else(|| panic!("no unknown-word line: {out}"));
+    assert!(unknown.contains("火锅"), "{unknown}");
+    assert!(!unknown.contains("开户"), "{unknown}");
+}

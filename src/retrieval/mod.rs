@@ -981,7 +981,9 @@ pub struct Candidate {
     /// [`Entry::negative`]): the query is closer to it than to any of the entry's own
     /// questions, or nearly as close and names one of its marks
     /// (`RetrievalConfig::negative_mark_lead`). Never answered or offered, ranked last.
-    pub negated: bool,
+    /// The index is into the entry's [`Entry::negative`], so `kefu ask --explain` can tell a
+    /// content editor which negative question took the entry out.
+    pub negated_by: Option<usize>,
     /// The message names a product (`products.txt`) and the entry's standard question
     /// names only other products: 信用卡逾期5天会上征信吗 is not about 房贷晚还一天要紧吗,
     /// however many other words they share. Never answered or offered.
@@ -992,7 +994,12 @@ pub struct Candidate {
 impl Candidate {
     /// Whether this candidate may be answered or offered at all.
     pub fn eligible(&self) -> bool {
-        self.topical && !self.negated && !self.other_product
+        self.topical && !self.negated() && !self.other_product
+    }
+
+    /// Whether one of the entry's negative questions took it out (see `negated_by`).
+    pub fn negated(&self) -> bool {
+        self.negated_by.is_some()
     }
 }
 
@@ -1010,7 +1017,7 @@ pub struct Ranking {
     /// [`Ranking::near_alternatives`]). 0 otherwise.
     pub near: usize,
     /// Share of the question's content words that no knowledge-base question uses
-    /// (see `retrieval.max_unknown_words`).
+    /// (see [`RetrievalConfig::unknown_penalty`]).
     pub unknown_words: f32,
     /// Whether the message's embedding took part (see [`dense`]).
     pub embeddings: DenseUse,
@@ -1849,7 +1856,7 @@ impl Retriever {
                             vector.is_some() && features.cosine >= d.topic_cosine
                         }));
                 // Negative questions have no vectors: compared lexically on both sides.
-                let negated = self.negatives[entry].iter().any(|n| {
+                let negated_by = self.negatives[entry].iter().position(|n| {
                     if !n.concerns(&query) {
                         return false;
                     }
@@ -1871,7 +1878,7 @@ impl Retriever {
                     bm25,
                     similarity,
                     topical,
-                    negated,
+                    negated_by,
                     other_product,
                     features,
                 }
@@ -1881,8 +1888,8 @@ impl Retriever {
         // lead. Off-topic ones keep their place (moving them changes recall@10 on bq:
         // 0.506 → 0.498 on fold 1/2) and are skipped when offering.
         candidates.sort_by(|a, b| {
-            a.negated
-                .cmp(&b.negated)
+            a.negated()
+                .cmp(&b.negated())
                 .then(b.score.total_cmp(&a.score))
                 .then(a.entry.cmp(&b.entry))
         });
@@ -1901,16 +1908,40 @@ impl Retriever {
     /// that no question of the knowledge base uses: 火锅, 淘宝, 股市. A banking question
     /// reworded still uses the bank's nouns; a request about something else does not.
     fn unknown_share(&self, query: &Prepared) -> f32 {
-        let content: Vec<&String> = query
-            .words
-            .iter()
-            .filter(|w| w.chars().count() >= 2 && !is_question_word(w))
-            .collect();
-        if content.is_empty() {
+        let (unknown, content) = self.unknown_content_words(query);
+        if content == 0 {
             return 0.0;
         }
-        let unknown = content.iter().filter(|w| !self.idf.knows(w)).count();
-        unknown as f32 / content.len() as f32
+        unknown.len() as f32 / content as f32
+    }
+
+    /// The content words of `query` that no knowledge-base question uses, and how many
+    /// content words it has.
+    fn unknown_content_words<'q>(&self, query: &'q Prepared) -> (Vec<&'q str>, usize) {
+        let content: Vec<&'q str> = query
+            .words
+            .iter()
+            .map(String::as_str)
+            .filter(|w| w.chars().count() >= 2 && !is_question_word(w))
+            .collect();
+        let n = content.len();
+        let unknown = content.into_iter().filter(|w| !self.idf.knows(w)).collect();
+        (unknown, n)
+    }
+
+    /// The words of a whole message that count as unknown (see
+    /// [`RetrievalConfig::unknown_penalty`]), after the same normalisation and typo repair
+    /// as [`Retriever::rank`]: what `kefu ask --explain` shows a content editor, who fixes
+    /// them with a synonym or a similar question.
+    pub fn unknown_words(&self, question: &str) -> Vec<String> {
+        let normalized = search_form(question);
+        let normalized = self
+            .corrector
+            .correct(&normalized, |w| self.analyzer.is_word(w))
+            .unwrap_or(normalized);
+        let query = Prepared::from_normalized(&self.analyzer, normalized);
+        let (unknown, _) = self.unknown_content_words(&query);
+        unknown.into_iter().map(str::to_owned).collect()
     }
 
     /// The band, the shortlist (see [`Ranking::shortlist`]) and the near alternatives of a
@@ -2416,7 +2447,7 @@ mod tests {
             .iter()
             .find(|c| r.entry(c.entry).unwrap().id == top_before)
             .unwrap();
-        assert!(negated.negated && !negated.eligible());
+        assert!(negated.negated() && !negated.eligible());
         assert!(after
             .offered()
             .iter()
@@ -2510,11 +2541,11 @@ mod tests {
             "fee",
             "{own:?}"
         );
-        assert!(!fee_of(&own).negated, "{own:?}");
+        assert!(!fee_of(&own).negated(), "{own:?}");
         // A message about the negative's subject, naming none of the entry's own words,
         // is still kept from the entry.
         let other = r.rank("外币汇款的手续费到底怎么收", everyone()).unwrap();
-        assert!(fee_of(&other).negated, "{other:?}");
+        assert!(fee_of(&other).negated(), "{other:?}");
         assert!(other
             .offered()
             .iter()
@@ -2845,7 +2876,7 @@ mod tests {
             bm25: 1.0,
             similarity,
             topical: true,
-            negated: false,
+            negated_by: None,
             other_product: false,
             features: Features::default(),
         };
@@ -2886,7 +2917,7 @@ mod tests {
             bm25: 1.0,
             similarity: 0.5,
             topical: eligible,
-            negated: false,
+            negated_by: None,
             other_product: false,
             features: Features::default(),
         };
@@ -2937,7 +2968,7 @@ mod tests {
             bm25: 1.0,
             similarity: score,
             topical,
-            negated: false,
+            negated_by: None,
             other_product: false,
             features: Features::default(),
         };
