@@ -376,7 +376,7 @@ impl Default for RetrievalConfig {
             long_message_chars: 40,
             // Both chosen on the fifth blind set (eval/blind5-messages.tsv, after its one
             // measurement) and checked on the fourth, third and second blind sets and the
-            // tune half: see the README (issue 11, round 6); the agreement re-chosen in
+            // tune half: see `docs/answer-quality.md` (round 6); the agreement re-chosen in
             // round 14 and the lead in round 12 (see their doc comments).
             long_message_agreement: 2,
             long_message_lead: 0.12,

@@ -286,7 +286,7 @@ impl Analyzer {
     /// it a synonym group helps only the word features, and the band's similarity is
     /// mostly character overlap (see `retrieval::Weights::similarity_default`). On the tune
     /// half of `eval/customer-messages.tsv` this is what lets regional and colloquial
-    /// wording reach the answer band (see the README, issue 11).
+    /// wording reach the answer band (see `docs/answer-quality.md`).
     pub fn words_and_synonym_form(&self, normalized: &str) -> (Vec<String>, String) {
         let mut words = Vec::new();
         let mut form = String::with_capacity(normalized.len());
