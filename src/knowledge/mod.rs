@@ -85,6 +85,9 @@ pub struct KnowledgeBase {
     /// Products a customer cannot mean at the same time (`products.txt`): one group of
     /// words per product, in [`search_form`].
     products: Vec<Vec<String>>,
+    /// For each product group, the group it is a kind of (房贷 `<` 贷款), if any: always a
+    /// group of an earlier line, so the parents form no cycle.
+    product_parents: Vec<Option<usize>>,
 }
 
 /// What `kb check` reports on success.
@@ -191,7 +194,7 @@ impl KnowledgeBase {
             Ok(mut kb) if issues.is_empty() => {
                 kb.wording = wording.unwrap_or_default();
                 kb.out_of_scope = out_of_scope;
-                kb.products = products;
+                (kb.products, kb.product_parents) = products.into_iter().unzip();
                 Ok(kb)
             }
             Ok(_) => Err(ContentErrors(sorted(issues)).into()),
@@ -299,6 +302,7 @@ impl KnowledgeBase {
                 wording: wording::Wording::default(),
                 out_of_scope: Vec::new(),
                 products: Vec::new(),
+                product_parents: Vec::new(),
             })
         } else {
             Err(issues)
@@ -346,6 +350,55 @@ impl KnowledgeBase {
         &self.products
     }
 
+    /// The product group that `group` is a kind of (`房贷 按揭 < 贷款` in `products.txt`).
+    pub fn product_parent(&self, group: usize) -> Option<usize> {
+        self.product_parents.get(group).copied().flatten()
+    }
+
+    /// Whether `ancestor` is `group` or one of the groups it is a kind of.
+    fn product_within(&self, group: usize, ancestor: usize) -> bool {
+        let mut g = Some(group);
+        // Parents always come from earlier lines, so this walk ends.
+        while let Some(current) = g {
+            if current == ancestor {
+                return true;
+            }
+            g = self.product_parent(current);
+        }
+        false
+    }
+
+    /// The product groups that `normalized` text names, by index, the most specific only:
+    /// 房屋贷款提前还款 names 贷款 and its kind 房贷, and means 房贷. A substring test, as for
+    /// out-of-scope words: product names are compounds (信用卡, 房贷) that jieba may cut
+    /// differently in a message and a question.
+    pub fn products_named(&self, normalized: &str) -> Vec<usize> {
+        let named: Vec<usize> = self
+            .products
+            .iter()
+            .enumerate()
+            .filter(|(_, g)| g.iter().any(|w| normalized.contains(w.as_str())))
+            .map(|(i, _)| i)
+            .collect();
+        named
+            .iter()
+            .copied()
+            .filter(|&g| {
+                !named
+                    .iter()
+                    .any(|&other| other != g && self.product_within(other, g))
+            })
+            .collect()
+    }
+
+    /// Whether a message about product `asked` may be answered with an entry about `own`:
+    /// the same product, or one is a kind of the other. A general loan entry answers a
+    /// mortgage question and a mortgage entry a question about loans, but a car-loan entry
+    /// does not answer a mortgage question.
+    pub fn products_agree(&self, asked: usize, own: usize) -> bool {
+        self.product_within(asked, own) || self.product_within(own, asked)
+    }
+
     /// Replaces the product groups (tests that build a knowledge base from entries); each
     /// word is stored in [`search_form`].
     pub fn with_products<I, G, S>(mut self, groups: I) -> Self
@@ -358,6 +411,16 @@ impl KnowledgeBase {
             .into_iter()
             .map(|g| g.into_iter().map(|w| search_form(w.as_ref())).collect())
             .collect();
+        self.product_parents = vec![None; self.products.len()];
+        self
+    }
+
+    /// Makes product group `child` a kind of `parent` (tests that build a knowledge base
+    /// from entries). `parent` must come before `child`, as in `products.txt`.
+    pub fn with_product_parent(mut self, child: usize, parent: usize) -> Self {
+        if parent < child && child < self.product_parents.len() {
+            self.product_parents[child] = Some(parent);
+        }
         self
     }
 
@@ -994,15 +1057,59 @@ fn load_out_of_scope(path: &Path) -> std::result::Result<Vec<String>, Vec<Conten
 /// `products.txt`: one product a line, its words separated by spaces (信用卡 贷记卡), `#`
 /// comments. Each word must stay one word in [`search_form`] (it is matched as a substring
 /// of the message and of the standard question), and no word may name two products:
-/// the check would then contradict itself.
-fn load_products(path: &Path) -> std::result::Result<Vec<Vec<String>>, Vec<ContentIssue>> {
+/// the check would then contradict itself. A line may end with `< word`, a word of an
+/// earlier line: the product is a kind of that one (`房贷 按揭 < 贷款`), so a mortgage
+/// question may get a general loan entry but not a car-loan one. Requiring an earlier
+/// line keeps the hierarchy free of cycles. Returns each group with its parent's index.
+#[allow(clippy::type_complexity)]
+fn load_products(
+    path: &Path,
+) -> std::result::Result<Vec<(Vec<String>, Option<usize>)>, Vec<ContentIssue>> {
     let text = read_text(path).map_err(|i| vec![i])?;
-    let mut groups = Vec::new();
+    let mut groups: Vec<(Vec<String>, Option<usize>)> = Vec::new();
     let mut issues = Vec::new();
     let mut first_seen: HashMap<String, usize> = HashMap::new();
+    // The group index of each word, for `<` references.
+    let mut group_of: HashMap<String, usize> = HashMap::new();
     for (n, line) in content_lines(&text) {
+        let (names, parent_ref) = match line.split_once('<') {
+            Some((names, parent)) => (names, Some(parent.trim())),
+            None => (line, None),
+        };
+        let parent = match parent_ref {
+            None => None,
+            Some(reference) => {
+                let words: Vec<&str> = reference.split_whitespace().collect();
+                match words.as_slice() {
+                    [one] => match group_of.get(&search_form(one)) {
+                        Some(&g) => Some(g),
+                        None => {
+                            issues.push(issue(
+                                path,
+                                n + 1,
+                                None,
+                                format!(
+                                    "\"< {one}\": the product after < must be a word of an earlier line"
+                                ),
+                            ));
+                            None
+                        }
+                    },
+                    _ => {
+                        issues.push(issue(
+                            path,
+                            n + 1,
+                            None,
+                            "write exactly one product word after < (the product this one is a kind of)"
+                                .to_owned(),
+                        ));
+                        None
+                    }
+                }
+            }
+        };
         let mut group = Vec::new();
-        for raw in line.split_whitespace() {
+        for raw in names.split_whitespace() {
             let word = search_form(raw);
             if word.is_empty() || word.contains(char::is_whitespace) {
                 issues.push(issue(
@@ -1026,9 +1133,21 @@ fn load_products(path: &Path) -> std::result::Result<Vec<Vec<String>>, Vec<Conte
             }
             group.push(word);
         }
-        if !group.is_empty() {
-            groups.push(group);
+        if group.is_empty() {
+            if parent_ref.is_some() {
+                issues.push(issue(
+                    path,
+                    n + 1,
+                    None,
+                    "name the product before < (the words the customer uses for it)".to_owned(),
+                ));
+            }
+            continue;
         }
+        for w in &group {
+            group_of.insert(w.clone(), groups.len());
+        }
+        groups.push((group, parent));
     }
     if issues.is_empty() {
         Ok(groups)
@@ -1311,6 +1430,57 @@ valid_from = "2026-13-01"
         );
         assert!(
             joined.contains("products.txt:3: \"e-cny\": write a product word without punctuation"),
+            "{joined}"
+        );
+    }
+
+    #[test]
+    fn a_product_can_be_a_kind_of_an_earlier_one() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "a.toml", GOOD);
+        write(
+            dir.path(),
+            PRODUCTS,
+            "信用卡\n贷款 月供\n房贷 按揭 房屋贷款 < 贷款\n车贷 < 月供\n",
+        );
+        let kb = KnowledgeBase::load_dir(dir.path()).unwrap();
+        assert_eq!(kb.product_parent(0), None);
+        assert_eq!(kb.product_parent(1), None);
+        assert_eq!(kb.product_parent(2), Some(1));
+        // Any word of the earlier line names it.
+        assert_eq!(kb.product_parent(3), Some(1));
+        // 房屋贷款 names 贷款 too; the most specific product is what the message means.
+        assert_eq!(kb.products_named("房屋贷款能提前还吗"), vec![2]);
+        assert_eq!(kb.products_named("贷款能提前还吗"), vec![1]);
+        assert_eq!(kb.products_named("信用卡还房贷"), vec![0, 2]);
+        // A kind agrees with its parent both ways; siblings and strangers do not.
+        assert!(kb.products_agree(2, 1) && kb.products_agree(1, 2));
+        assert!(kb.products_agree(2, 2));
+        assert!(!kb.products_agree(2, 3) && !kb.products_agree(3, 2));
+        assert!(!kb.products_agree(0, 1));
+
+        write(
+            dir.path(),
+            PRODUCTS,
+            "房贷 < 贷款\n贷款\n车贷 < 贷款 信用卡\n< 贷款\n经营贷 <\n",
+        );
+        let joined = errors(dir.path()).join("\n");
+        assert!(
+            joined.contains(
+                "products.txt:1: \"< 贷款\": the product after < must be a word of an earlier line"
+            ),
+            "{joined}"
+        );
+        assert!(
+            joined.contains("products.txt:3: write exactly one product word after <"),
+            "{joined}"
+        );
+        assert!(
+            joined.contains("products.txt:4: name the product before <"),
+            "{joined}"
+        );
+        assert!(
+            joined.contains("products.txt:5: write exactly one product word after <"),
             "{joined}"
         );
     }

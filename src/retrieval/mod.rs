@@ -458,18 +458,6 @@ impl Features {
     }
 }
 
-/// The product groups (`products.txt`, see [`KnowledgeBase::products`]) that `normalized`
-/// text names, by index. A substring test, as for out-of-scope words: product names are
-/// compounds (信用卡, 房贷) that jieba may cut differently in a message and a question.
-fn products_named(groups: &[Vec<String>], normalized: &str) -> Vec<usize> {
-    groups
-        .iter()
-        .enumerate()
-        .filter(|(_, g)| g.iter().any(|w| normalized.contains(w.as_str())))
-        .map(|(i, _)| i)
-        .collect()
-}
-
 /// A text prepared once for feature computation.
 #[derive(Debug, Clone)]
 pub struct Prepared {
@@ -1281,7 +1269,7 @@ impl Retriever {
             .iter()
             .map(|qs| {
                 qs.first()
-                    .map(|p| products_named(kb.products(), &p.normalized))
+                    .map(|p| kb.products_named(&p.normalized))
                     .unwrap_or_default()
             })
             .collect();
@@ -1447,7 +1435,7 @@ impl Retriever {
             .corrector
             .correct(&normalized, |w| self.analyzer.is_word(w))
             .unwrap_or(normalized);
-        let asked = products_named(self.kb.products(), &normalized);
+        let asked = self.kb.products_named(&normalized);
         let (long, story) = (self.config.long_message_chars, self.config.story_chars);
         let rescue = self.config.rescue_chars.min(story);
         if story > 0 && story < long && question_clause(&normalized, long).is_none() {
@@ -1860,7 +1848,9 @@ impl Retriever {
                 let own_products = &self.products[entry];
                 let other_product = !asked.is_empty()
                     && !own_products.is_empty()
-                    && !own_products.iter().any(|g| asked.contains(g));
+                    && !own_products
+                        .iter()
+                        .any(|&g| asked.iter().any(|&m| self.kb.products_agree(m, g)));
                 // Negative questions have no vectors: compared lexically on both sides.
                 // Only a candidate that could be answered or offered is checked: the check
                 // costs a feature comparison per negative, and an off-topic message such as
@@ -2106,7 +2096,7 @@ impl Retriever {
             {
                 Some(v) => {
                     let question = search_form(&e.question);
-                    let asked = products_named(self.kb.products(), &question);
+                    let asked = self.kb.products_named(&question);
                     self.rank_normalized(question, &asked, audience, Some(v))
                 }
                 None => self.rank(&e.question, audience),
@@ -2737,6 +2727,64 @@ mod tests {
         assert_eq!(offered.first().map(String::as_str), Some("ln-overdue"));
         let (_, offered) = rank(products, "信用卡的征信报告在哪看");
         assert_eq!(offered.first().map(String::as_str), Some("credit-report"));
+    }
+
+    #[test]
+    fn a_kind_of_product_keeps_its_parents_entries_but_not_its_siblings() {
+        let entries = vec![
+            entry(
+                "ln-docs",
+                "贷款",
+                "申请贷款要准备哪些材料",
+                &["办贷款要带什么证明"],
+            ),
+            entry(
+                "ln-car",
+                "贷款",
+                "车贷申请要准备哪些材料",
+                &["买车贷款要带什么证明"],
+            ),
+            entry(
+                "ln-mortgage",
+                "贷款",
+                "房贷利率是多少",
+                &["按揭的利率怎么算"],
+            ),
+        ];
+        let offered = |hierarchy: bool, q: &str| {
+            let mut kb = KnowledgeBase::from_entries(entries.clone())
+                .unwrap()
+                .with_products([vec!["贷款"], vec!["房贷", "按揭"], vec!["车贷"]]);
+            if hierarchy {
+                kb = kb.with_product_parent(1, 0).with_product_parent(2, 0);
+            }
+            let r = Retriever::new(Arc::new(kb), RetrievalConfig::default()).unwrap();
+            r.rank(q, everyone())
+                .unwrap()
+                .offered()
+                .iter()
+                .map(|c| r.entry(c.entry).unwrap().id.clone())
+                .collect::<Vec<String>>()
+        };
+        let question = "申请房贷要准备哪些材料";
+        // Three unrelated products: the mortgage question may get neither the general
+        // loan entry nor the car loan's, only the mortgage rate.
+        let flat = offered(false, question);
+        assert!(
+            !flat.contains(&"ln-docs".to_owned()) && !flat.contains(&"ln-car".to_owned()),
+            "{flat:?}"
+        );
+        // 房贷 and 车贷 as kinds of 贷款: the general entry answers, the car loan's never.
+        let kinds = offered(true, question);
+        assert_eq!(
+            kinds.first().map(String::as_str),
+            Some("ln-docs"),
+            "{kinds:?}"
+        );
+        assert!(!kinds.contains(&"ln-car".to_owned()), "{kinds:?}");
+        // A question about loans in general may still get a mortgage entry.
+        let general = offered(true, "贷款利率是多少");
+        assert!(general.contains(&"ln-mortgage".to_owned()), "{general:?}");
     }
 
     #[test]
