@@ -793,6 +793,13 @@ fn ask(
                 .map(|((name, v), (rw, sw))| format!("{name} {v:.2} (×{:.2}/×{:.2})", rw.1, sw.1))
                 .collect();
             say!("    {}", cells.join("  "));
+            for (n, word) in r.overruled_negatives(question, c.entry) {
+                if let Some(negative) = e.negative.get(n) {
+                    say!(
+                        "    its negative question 「{negative}」 is close enough to take it out, but the message names {word}, a word of the entry's own questions that the negative lacks, so it does not apply"
+                    );
+                }
+            }
         }
     }
     if explain {

@@ -1929,6 +1929,46 @@ impl Retriever {
         (unknown, n)
     }
 
+    /// For `kefu ask --explain`: the negatives of `entry` that `question` (the whole
+    /// message, normalised and repaired as [`Retriever::rank`] does) is close enough to for
+    /// them to take the entry out, but that do not, because the message names a content
+    /// word of the entry's own questions that the negative lacks (see `Negative::concerns`),
+    /// each with that word. A content editor whose negative "does nothing" sees why.
+    pub fn overruled_negatives(&self, question: &str, entry: usize) -> Vec<(usize, String)> {
+        let (Some(own), Some(negatives)) = (self.prepared.get(entry), self.negatives.get(entry))
+        else {
+            return Vec::new();
+        };
+        let c = &self.config;
+        let normalized = search_form(question);
+        let normalized = self
+            .corrector
+            .correct(&normalized, |w| self.analyzer.is_word(w))
+            .unwrap_or(normalized);
+        let query = Prepared::from_normalized(&self.analyzer, normalized);
+        let closest = own
+            .iter()
+            .map(|p| text_features(&query, p, &self.idf).similarity(&c.similarity_weights))
+            .fold(0.0, f32::max);
+        negatives
+            .iter()
+            .enumerate()
+            .filter_map(|(i, n)| {
+                let word = query
+                    .words
+                    .iter()
+                    .find(|w| n.lacks.binary_search(w).is_ok())?;
+                let to_negative =
+                    text_features(&query, &n.question, &self.idf).similarity(&c.similarity_weights);
+                let would = to_negative > closest
+                    || (c.negative_mark_lead > 0.0
+                        && to_negative >= closest - c.negative_mark_lead
+                        && n.marked_in(&query));
+                would.then(|| (i, word.clone()))
+            })
+            .collect()
+    }
+
     /// The words of a whole message that count as unknown (see
     /// [`RetrievalConfig::unknown_penalty`]), after the same normalisation and typo repair
     /// as [`Retriever::rank`]: what `kefu ask --explain` shows a content editor, who fixes
@@ -2542,10 +2582,18 @@ mod tests {
             "{own:?}"
         );
         assert!(!fee_of(&own).negated(), "{own:?}");
+        // `kefu ask --explain` says which negative was overruled, and by which word.
+        assert_eq!(
+            r.overruled_negatives("跨行转账的手续费到底怎么收呀", fee),
+            vec![(0, "跨行".to_owned())]
+        );
         // A message about the negative's subject, naming none of the entry's own words,
         // is still kept from the entry.
         let other = r.rank("外币汇款的手续费到底怎么收", everyone()).unwrap();
         assert!(fee_of(&other).negated(), "{other:?}");
+        assert!(r
+            .overruled_negatives("外币汇款的手续费到底怎么收", fee)
+            .is_empty());
         assert!(other
             .offered()
             .iter()
