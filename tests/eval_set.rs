@@ -21,8 +21,8 @@
 //! once after round 14's work, on round 13's and round 14's state, then the next round's
 //! tuning set), the sixteenth, `eval/blind16-messages.tsv` (measured once after round
 //! 16's work, on round 15's and round 16's state, then the next round's tuning set), and the
-//! seventeenth, `eval/blind17-messages.tsv` (measured once after round 18's work, on round
-//! 17's and round 18's state, then the next round's tuning set).
+//! seventeenth, `eval/blind17-messages.tsv` (measured once at the start of round 18, on
+//! round 17's state, then round 18's tuning set).
 
 mod common;
 
