@@ -1430,11 +1430,7 @@ impl Retriever {
     /// falls back. When a clause wins, the whole message's candidates follow what it
     /// offers (`keep_below`).
     pub fn rank(&self, question: &str, audience: Audience<'_>) -> Result<Ranking> {
-        let normalized = search_form(question);
-        let normalized = self
-            .corrector
-            .correct(&normalized, |w| self.analyzer.is_word(w))
-            .unwrap_or(normalized);
+        let normalized = self.repaired(question);
         let asked = self.kb.products_named(&normalized);
         let (long, story) = (self.config.long_message_chars, self.config.story_chars);
         let rescue = self.config.rescue_chars.min(story);
@@ -1940,12 +1936,7 @@ impl Retriever {
             return Vec::new();
         };
         let c = &self.config;
-        let normalized = search_form(question);
-        let normalized = self
-            .corrector
-            .correct(&normalized, |w| self.analyzer.is_word(w))
-            .unwrap_or(normalized);
-        let query = Prepared::from_normalized(&self.analyzer, normalized);
+        let query = Prepared::from_normalized(&self.analyzer, self.repaired(question));
         let closest = own
             .iter()
             .map(|p| text_features(&query, p, &self.idf).similarity(&c.similarity_weights))
@@ -1969,17 +1960,21 @@ impl Retriever {
             .collect()
     }
 
+    /// `question` in [`search_form`] with its typos repaired: the text every ranking starts
+    /// from, and what the `--explain` helpers look at.
+    fn repaired(&self, question: &str) -> String {
+        let normalized = search_form(question);
+        self.corrector
+            .correct(&normalized, |w| self.analyzer.is_word(w))
+            .unwrap_or(normalized)
+    }
+
     /// The words of a whole message that count as unknown (see
     /// [`RetrievalConfig::unknown_penalty`]), after the same normalisation and typo repair
     /// as [`Retriever::rank`]: what `kefu ask --explain` shows a content editor, who fixes
     /// them with a synonym or a similar question.
     pub fn unknown_words(&self, question: &str) -> Vec<String> {
-        let normalized = search_form(question);
-        let normalized = self
-            .corrector
-            .correct(&normalized, |w| self.analyzer.is_word(w))
-            .unwrap_or(normalized);
-        let query = Prepared::from_normalized(&self.analyzer, normalized);
+        let query = Prepared::from_normalized(&self.analyzer, self.repaired(question));
         let (unknown, _) = self.unknown_content_words(&query);
         unknown.into_iter().map(str::to_owned).collect()
     }
