@@ -1054,6 +1054,9 @@ fn load_out_of_scope(path: &Path) -> std::result::Result<Vec<String>, Vec<Conten
     }
 }
 
+/// One line of `products.txt`: the product's words and the index of the line it is a kind of.
+type ProductLine = (Vec<String>, Option<usize>);
+
 /// `products.txt`: one product a line, its words separated by spaces (信用卡 贷记卡), `#`
 /// comments. Each word must stay one word in [`search_form`] (it is matched as a substring
 /// of the message and of the standard question), and no word may name two products:
@@ -1061,20 +1064,19 @@ fn load_out_of_scope(path: &Path) -> std::result::Result<Vec<String>, Vec<Conten
 /// earlier line: the product is a kind of that one (`房贷 按揭 < 贷款`), so a mortgage
 /// question may get a general loan entry but not a car-loan one. Requiring an earlier
 /// line keeps the hierarchy free of cycles. Returns each group with its parent's index.
-#[allow(clippy::type_complexity)]
-fn load_products(
-    path: &Path,
-) -> std::result::Result<Vec<(Vec<String>, Option<usize>)>, Vec<ContentIssue>> {
+fn load_products(path: &Path) -> std::result::Result<Vec<ProductLine>, Vec<ContentIssue>> {
     let text = read_text(path).map_err(|i| vec![i])?;
-    let mut groups: Vec<(Vec<String>, Option<usize>)> = Vec::new();
+    let mut groups: Vec<ProductLine> = Vec::new();
     let mut issues = Vec::new();
     let mut first_seen: HashMap<String, usize> = HashMap::new();
     // The group index of each word, for `<` references.
     let mut group_of: HashMap<String, usize> = HashMap::new();
     for (n, line) in content_lines(&text) {
+        // A Chinese input method types the full-width ＜.
+        let line = line.replace('＜', "<");
         let (names, parent_ref) = match line.split_once('<') {
             Some((names, parent)) => (names, Some(parent.trim())),
-            None => (line, None),
+            None => (line.as_str(), None),
         };
         let parent = match parent_ref {
             None => None,
@@ -1441,13 +1443,13 @@ valid_from = "2026-13-01"
         write(
             dir.path(),
             PRODUCTS,
-            "信用卡\n贷款 月供\n房贷 按揭 房屋贷款 < 贷款\n车贷 < 月供\n",
+            "信用卡\n贷款 月供\n房贷 按揭 房屋贷款 < 贷款\n车贷 ＜ 月供\n",
         );
         let kb = KnowledgeBase::load_dir(dir.path()).unwrap();
         assert_eq!(kb.product_parent(0), None);
         assert_eq!(kb.product_parent(1), None);
         assert_eq!(kb.product_parent(2), Some(1));
-        // Any word of the earlier line names it.
+        // Any word of the earlier line names it, after a full-width ＜ too.
         assert_eq!(kb.product_parent(3), Some(1));
         // 房屋贷款 names 贷款 too; the most specific product is what the message means.
         assert_eq!(kb.products_named("房屋贷款能提前还吗"), vec![2]);
