@@ -796,7 +796,7 @@ fn ask(
             for (n, word) in r.overruled_negatives(question, c.entry) {
                 if let Some(negative) = e.negative.get(n) {
                     say!(
-                        "    its negative question 「{negative}」 is close enough to take it out, but the message names {word}, a word of the entry's own questions that the negative lacks, so it does not apply"
+                        "    its negative question 「{negative}」 is close enough to take it out, but the message names 「{word}」 (or a synonym of it), a word of the entry's own questions that the negative lacks, so it does not apply"
                     );
                 }
             }
