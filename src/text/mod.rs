@@ -337,13 +337,19 @@ impl Analyzer {
     /// nothing 登不上 does not). Time words that name a bank topic (逾期) are lost as marks;
     /// a negative that needs one still works the old way, by being the closer wording.
     pub fn can_mark(&self, word: &str) -> bool {
-        !self.has_tag_among(word, FUNCTION_TAGS) && !self.has_tag_among(word, &["m", "q", "f", "t"])
+        self.only_tag(word)
+            .is_none_or(|t| !FUNCTION_TAGS.contains(&t) && !["m", "q", "f", "t"].contains(&t))
     }
 
     fn has_tag_among(&self, word: &str, tags: &[&str]) -> bool {
+        self.only_tag(word).is_some_and(|t| tags.contains(&t))
+    }
+
+    /// jieba's part-of-speech tag of `word` when jieba keeps it as one word (one lookup).
+    fn only_tag<'a>(&'a self, word: &'a str) -> Option<&'a str> {
         match self.inner.jieba.tag(word, false).as_slice() {
-            [only] => tags.contains(&only.tag),
-            _ => false,
+            [only] => Some(only.tag),
+            _ => None,
         }
     }
 }
