@@ -2268,6 +2268,17 @@ mod tests {
     }
 
     #[test]
+    fn asking_for_a_way_is_not_a_topic() {
+        let a = Analyzer::default();
+        let limit = Prepared::new(&a, "额度老是不涨有啥办法");
+        let lock = Prepared::new(&a, "行李箱的密码锁打不开有啥办法");
+        assert!(!limit.shares_topic(&lock), "{:?} / {:?}", limit.topic, lock.topic);
+        // The topic itself still counts: a forgotten password is about a 密码.
+        let pin = Prepared::new(&a, "银行卡密码忘了有什么方法找回");
+        assert!(pin.shares_topic(&lock));
+    }
+
+    #[test]
     fn unrelated_and_empty_questions_match_nothing() {
         let r = retriever(sample());
         for q in ["今天天气真好", "", "😀😀", "？？？"] {

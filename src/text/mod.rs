@@ -123,6 +123,10 @@ const QUESTION_WORDS: &[&str] = &[
     "办",
     "弄",
     "怎么弄",
+    // "Is there a way" asks; the way is the topic's, not a topic of its own
+    // (额度老是不涨有啥办法 must not share a topic with a luggage lock).
+    "办法",
+    "方法",
     "做",
     "还",
     "会",
