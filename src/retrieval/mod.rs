@@ -2268,7 +2268,7 @@ mod tests {
     }
 
     #[test]
-    fn asking_for_a_way_is_not_a_topic() {
+    fn asking_for_a_way_or_a_meaning_is_not_a_topic() {
         let a = Analyzer::default();
         let limit = Prepared::new(&a, "额度老是不涨有啥办法");
         let lock = Prepared::new(&a, "行李箱的密码锁打不开有啥办法");
@@ -2276,6 +2276,9 @@ mod tests {
         // The topic itself still counts: a forgotten password is about a 密码.
         let pin = Prepared::new(&a, "银行卡密码忘了有什么方法找回");
         assert!(pin.shares_topic(&lock));
+        let accounts = Prepared::new(&a, "一类户二类户是啥意思");
+        let compiler = Prepared::new(&a, "编译器说值活得不够久是什么意思");
+        assert!(!accounts.shares_topic(&compiler), "{:?}", compiler.topic);
     }
 
     #[test]

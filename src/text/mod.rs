@@ -127,6 +127,12 @@ const QUESTION_WORDS: &[&str] = &[
     // (额度老是不涨有啥办法 must not share a topic with a luggage lock).
     "办法",
     "方法",
+    // "What does it mean" asks about whatever the message names (一类户二类户是啥意思).
+    "意思",
+    "啥意思",
+    "什么意思",
+    "是啥意思",
+    "是什么意思",
     "做",
     "还",
     "会",
