@@ -1968,11 +1968,27 @@ impl Retriever {
 
     /// `question` in [`search_form`] with its typos repaired: the text every ranking starts
     /// from, and what the `--explain` helpers look at.
+    ///
+    /// A repair that would erase an out-of-scope word is not made: the word is what sends
+    /// the message to the fallback, and its characters are no typo (门禁卡 was read as
+    /// 门金卡, a bank card, and a building's door card got the bank's replacement answer).
     fn repaired(&self, question: &str) -> String {
         let normalized = search_form(question);
-        self.corrector
+        match self
+            .corrector
             .correct(&normalized, |w| self.analyzer.is_word(w))
-            .unwrap_or(normalized)
+        {
+            Some(fixed)
+                if !self
+                    .kb
+                    .out_of_scope()
+                    .iter()
+                    .any(|w| normalized.contains(w.as_str()) && !fixed.contains(w.as_str())) =>
+            {
+                fixed
+            }
+            _ => normalized,
+        }
     }
 
     /// The words of a whole message that count as unknown (see
@@ -2272,7 +2288,12 @@ mod tests {
         let a = Analyzer::default();
         let limit = Prepared::new(&a, "额度老是不涨有啥办法");
         let lock = Prepared::new(&a, "行李箱的密码锁打不开有啥办法");
-        assert!(!limit.shares_topic(&lock), "{:?} / {:?}", limit.topic, lock.topic);
+        assert!(
+            !limit.shares_topic(&lock),
+            "{:?} / {:?}",
+            limit.topic,
+            lock.topic
+        );
         // The topic itself still counts: a forgotten password is about a 密码.
         let pin = Prepared::new(&a, "银行卡密码忘了有什么方法找回");
         assert!(pin.shares_topic(&lock));
@@ -2691,6 +2712,25 @@ mod tests {
         // Known words alone carry no penalty.
         let known = retriever(sample()).rank("转账限额", everyone()).unwrap();
         assert_eq!(known.unknown_words, 0.0);
+    }
+
+    #[test]
+    fn typo_repair_does_not_erase_an_out_of_scope_word() {
+        // 蜜码 (say, another company's lock brand) sounds like 密码, a pair of the
+        // knowledge base: repaired, the message would become a password question and get
+        // the bank's answer though it names an out-of-scope word. (The bundled content
+        // had it: 门禁卡 was read as 门金卡.)
+        let kb = KnowledgeBase::from_entries(sample())
+            .unwrap()
+            .with_out_of_scope(["蜜码"]);
+        let r = Retriever::new(Arc::new(kb), RetrievalConfig::default()).unwrap();
+        assert_eq!(r.repaired("蜜码忘了怎么办"), "蜜码忘了怎么办");
+        let ranking = r.rank("蜜码忘了怎么办", everyone()).unwrap();
+        assert_eq!(ranking.band, Band::NoMatch, "{ranking:?}");
+        // Without the out-of-scope word the same typo is still repaired.
+        let kb = KnowledgeBase::from_entries(sample()).unwrap();
+        let r = Retriever::new(Arc::new(kb), RetrievalConfig::default()).unwrap();
+        assert_eq!(r.repaired("蜜码忘了怎么办"), "密码忘了怎么办");
     }
 
     #[test]
