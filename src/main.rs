@@ -736,6 +736,13 @@ fn ask(
         Band::NoMatch => "no match".to_owned(),
     };
     say!("band: {band}");
+    // A content editor must see when the ranking started from other characters than
+    // the customer typed: a repaired typo explains a match, or a miss.
+    if explain {
+        if let Some(read_as) = r.typo_repaired(question) {
+            say!("(typo repair: ranked as 「{read_as}」)");
+        }
+    }
     let shown = if explain {
         ranking.candidates.len().min(10)
     } else {

@@ -361,6 +361,7 @@ answer = "监护人带户口簿和本人身份证代办。"
         tmp.path(),
     );
     assert!(out.contains("[ao-id]"), "ao-id not listed: {out}");
+    assert!(!out.contains("typo repair"), "nothing was repaired: {out}");
     assert!(
         out.contains("negative question 「给孩子开户要带什么证件」"),
         "the negative is not named: {out}"
@@ -383,4 +384,21 @@ answer = "监护人带户口簿和本人身份证代办。"
         .unwrap_or_else(|| panic!("no unknown-word line: {out}"));
     assert!(unknown.contains("火锅"), "{unknown}");
     assert!(!unknown.contains("开户"), "{unknown}");
+
+    // A homophone typo (证件 typed 正件) is ranked as repaired, and the editor is told.
+    let out = kefu_ok(
+        &[
+            "ask",
+            "--kb",
+            kb.to_str().unwrap(),
+            "--explain",
+            "开户需要带什么正件",
+        ],
+        b"",
+        tmp.path(),
+    );
+    assert!(
+        out.contains("(typo repair: ranked as 「开户需要带什么证件」)"),
+        "the repair is not shown: {out}"
+    );
 }

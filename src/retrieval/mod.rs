@@ -1991,6 +1991,14 @@ impl Retriever {
         }
     }
 
+    /// What the typo repair made of `question` (in [`search_form`]), if it changed
+    /// anything: `kefu ask --explain` shows it, since a repair explains a match or a miss
+    /// that the typed characters do not.
+    pub fn typo_repaired(&self, question: &str) -> Option<String> {
+        let repaired = self.repaired(question);
+        (repaired != search_form(question)).then_some(repaired)
+    }
+
     /// The words of a whole message that count as unknown (see
     /// [`RetrievalConfig::unknown_penalty`]), after the same normalisation and typo repair
     /// as [`Retriever::rank`]: what `kefu ask --explain` shows a content editor, who fixes
