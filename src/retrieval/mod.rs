@@ -16,12 +16,6 @@ pub mod eval;
 pub mod messages;
 
 use std::collections::HashMap;
-
-/// The hash maps of the ranking path: keyed by words, grams and entry numbers that come
-/// from the knowledge base (lookups with a customer's words never insert), so a fast
-/// non-cryptographic hasher is safe here. std's SipHash took about 8 % of `rank()` on the
-/// 20,000-entry bench (IDF lookups of every gram of every re-ranked question).
-type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -41,6 +35,12 @@ use crate::text::{
     char_units, is_question_word, search_form, Analyzer, CharGramTokenizer, JiebaTokenizer,
 };
 use dense::{DenseIndex, Embeddings};
+
+/// The hash maps of the ranking path: keyed by words, grams and entry numbers that come
+/// from the knowledge base (lookups with a customer's words never insert), so a fast
+/// non-cryptographic hasher is safe here. std's SipHash took about 8 % of `rank()` on the
+/// 20,000-entry bench (IDF lookups of every gram of every re-ranked question).
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 /// The features in the one order that [`Features::named`], [`Weights::named`] and the
 /// weighted mean in [`Features::score`] share.
