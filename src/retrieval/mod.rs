@@ -2356,6 +2356,13 @@ mod tests {
         let accounts = Prepared::new(&a, "一类户二类户是啥意思");
         let compiler = Prepared::new(&a, "编译器说值活得不够久是什么意思");
         assert!(!accounts.shares_topic(&compiler), "{:?}", compiler.topic);
+        // Nor does "what is going on, have a look" (a story's opening clause).
+        let look = Prepared::new(&a, "能不能帮我看看怎么回事");
+        let voucher = Prepared::new(&a, "满减没减怎么回事");
+        assert!(!look.shares_topic(&voucher), "{:?}", look.topic);
+        let failed = Prepared::new(&a, "转账失败咋回事");
+        let transfer = Prepared::new(&a, "转账要手续费吗");
+        assert!(failed.shares_topic(&transfer), "{:?}", failed.topic);
     }
 
     #[test]

@@ -133,6 +133,16 @@ const QUESTION_WORDS: &[&str] = &[
     "什么意思",
     "是啥意思",
     "是什么意思",
+    // "What is going on" and "have a look" ask about whatever the message names:
+    // 能不能帮我看看怎么回事 is no topic of 满减没减怎么回事.
+    "怎么回事",
+    "回事",
+    "咋回事",
+    "哪能回事",
+    "看看",
+    "帮我看看",
+    "帮忙",
+    "不能",
     "做",
     "还",
     "会",
