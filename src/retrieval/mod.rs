@@ -893,6 +893,21 @@ const MAX_STORY_CLAUSES: usize = 2;
 /// clauses) takes about 0.95 ms instead of 1.5 ms (`cargo bench --bench query_latency`).
 const STORY_DEPTH: (usize, usize) = (50, 5);
 
+/// How many of each clause's candidates a long message's whole-message re-scoring looks
+/// at (see `Retriever::with_whole_top`).
+const POOL_PER_CLAUSE: usize = 10;
+
+/// Adds `ranking`'s first [`POOL_PER_CLAUSE`] candidates to `pool`, each entry once with
+/// its best BM25 share.
+fn gather(pool: &mut Vec<(usize, f32)>, ranking: &Ranking) {
+    for c in ranking.candidates.iter().take(POOL_PER_CLAUSE) {
+        match pool.iter_mut().find(|(e, _)| *e == c.entry) {
+            Some((_, b)) => *b = b.max(c.features.bm25),
+            None => pool.push((c.entry, c.features.bm25)),
+        }
+    }
+}
+
 /// Whether a clause is worded as a question: the story around a long message's question
 /// ("附近没看到自己银行的网点") matches entries too, but asks nothing.
 fn asks(clause: &str) -> bool {
@@ -1511,11 +1526,15 @@ impl Retriever {
         if asks(tail) && focused.band != Band::NoMatch {
             tops.extend(focused.candidates.iter().find(|c| c.eligible()).cloned());
         }
+        // What the clauses found, for the whole message to re-score (`with_whole_top`).
+        let mut pool: Vec<(usize, f32)> = Vec::new();
+        gather(&mut pool, &focused);
         let mut best = focused;
         let head = &normalized[..normalized.len() - tail.len()];
         let top_similarity = |r: &Ranking| r.top().map_or(0.0, |t| t.similarity);
         for clause in other_clauses(head) {
             let ranking = self.rank_normalized(clause.to_owned(), asked, audience, None)?;
+            gather(&mut pool, &ranking);
             if ranking.band != Band::NoMatch {
                 tops.extend(ranking.candidates.iter().find(|c| c.eligible()).cloned());
             }
@@ -1536,13 +1555,20 @@ impl Retriever {
                 // (…提示超出当日限额。…我怎么才能调回去？): what a story clause matches
                 // confidently is offered too, never answered (see `offer_each_question`).
                 for clause in story_clauses(head) {
-                    let ranking =
-                        self.rank_to_depth(clause.to_owned(), asked, audience, None, STORY_DEPTH)?;
+                    let ranking = self.rank_to_depth(
+                        clause.to_owned(),
+                        asked,
+                        audience,
+                        None,
+                        STORY_DEPTH,
+                        None,
+                    )?;
                     if ranking.band == Band::Confident {
                         tops.extend(ranking.candidates.iter().find(|c| c.eligible()).cloned());
                     }
                 }
-                return Ok(self.offer_each_question(best, tops));
+                let listed = self.offer_each_question(best, tops);
+                return self.with_whole_top(listed, normalized, asked, audience, &pool);
             }
             Band::NoMatch => {}
         }
@@ -1602,6 +1628,49 @@ impl Retriever {
         front.append(&mut list.candidates);
         list.candidates = front;
         list
+    }
+
+    /// A long message's list with the whole message's own best candidate among the ones
+    /// its clauses found offered second, when the list lacks it. A list is built from
+    /// clauses, and a clause alone can miss what the message as a whole is about
+    /// (…卡里的钱被扣了，短信说是年费，我都没开通过什么服务，这个能退吗: the last clause
+    /// asks about refunds in general). Searching the whole message again found it but
+    /// tripled a long message's cost on the 20,000-entry bench, so only the candidates the
+    /// clauses already reached (`POOL_PER_CLAUSE` each) are re-scored against the whole
+    /// message, BM25 taken as each one's best share in a clause. Lexical rankings only:
+    /// with embeddings the clause lists already hold the message's nearest entries.
+    fn with_whole_top(
+        &self,
+        mut list: Ranking,
+        normalized: &str,
+        asked: &[usize],
+        audience: Audience<'_>,
+        pool: &[(usize, f32)],
+    ) -> Result<Ranking> {
+        if list.embeddings == DenseUse::Used || pool.is_empty() || list.shortlist == 0 {
+            return Ok(list);
+        }
+        let whole = self.rank_to_depth(
+            normalized.to_owned(),
+            asked,
+            audience,
+            None,
+            (pool.len(), pool.len()),
+            Some(pool),
+        )?;
+        let Some(top) = whole.top().cloned() else {
+            return Ok(list);
+        };
+        if list.offered().iter().any(|c| c.entry == top.entry) {
+            return Ok(list);
+        }
+        let Some(first) = list.candidates.iter().position(|c| c.eligible()) else {
+            return Ok(list);
+        };
+        list.candidates.retain(|c| c.entry != top.entry);
+        list.candidates.insert(first + 1, top);
+        list.shortlist = (list.shortlist + 1).min(self.config.clarify.max(1));
+        Ok(list)
     }
 
     /// The whole message's ranking: `known` when the caller has it, else ranked now.
@@ -1706,6 +1775,7 @@ impl Retriever {
             audience,
             known,
             (c.bm25_depth, c.rerank_depth),
+            None,
         )
     }
 
@@ -1719,6 +1789,7 @@ impl Retriever {
         audience: Audience<'_>,
         known: Option<&[f32]>,
         (docs, depth): (usize, usize),
+        given: Option<&[(usize, f32)]>,
     ) -> Result<Ranking> {
         let query = Prepared::from_normalized(&self.analyzer, normalized);
         if query.is_empty() {
@@ -1740,11 +1811,19 @@ impl Retriever {
             .map(String::as_str)
             .filter(|w| query.normalized.contains(w))
             .collect();
-        let bm25 = self.bm25_entries(&query, audience, docs)?;
-        let top_bm25 = bm25.first().map_or(1.0, |(_, s)| *s).max(f32::EPSILON);
+        // A given pool (see `Retriever::rescored`) carries BM25 shares already.
+        let (bm25, top_bm25) = match given {
+            Some(pool) => (pool.to_vec(), 1.0),
+            None => {
+                let bm25 = self.bm25_entries(&query, audience, docs)?;
+                let top = bm25.first().map_or(1.0, |(_, s)| *s).max(f32::EPSILON);
+                (bm25, top)
+            }
+        };
         let c = &self.config;
         // The message's vector, within the deadline; any failure ranks lexically.
         let (vector, embeddings) = match (&self.embeddings, &self.dense) {
+            _ if given.is_some() => (None, DenseUse::Off),
             (Some(_), Some(_)) if known.is_some() => (known.map(<[f32]>::to_vec), DenseUse::Used),
             (Some(service), Some(index)) => match service.query(&query.normalized) {
                 Ok(v) if v.len() == index.dim() => (Some(v), DenseUse::Used),
@@ -2268,6 +2347,51 @@ mod tests {
             ),
             entry("pwd", "密码", "忘记密码怎么办", &["密码忘了", "重置密码"]),
         ]
+    }
+
+    #[test]
+    fn a_long_message_list_offers_the_whole_messages_best_pooled_candidate_second() {
+        let r = retriever(sample());
+        let id = |c: &Candidate| r.entry(c.entry).map(|e| e.id.clone()).unwrap_or_default();
+        let index = |id: &str| r.kb.index_of(id).unwrap();
+        // A clause's list that holds only the lost-card entry, for a message that is about
+        // transfer fees as a whole (made by hand: this tests the re-scoring alone).
+        let mut list = r
+            .rank_normalized(r.repaired("卡丢了怎么挂失"), &[], everyone(), None)
+            .unwrap();
+        list.band = Band::Uncertain;
+        list.shortlist = 1;
+        let message =
+            r.repaired("跨行转账收手续费吗 我每个月都给老家的父母打生活费 用的是别的银行的卡");
+        let pool = [
+            (index("lost"), 1.0),
+            (index("fee"), 0.6),
+            (index("pwd"), 0.2),
+        ];
+        let got = r
+            .with_whole_top(list.clone(), &message, &[], everyone(), &pool)
+            .unwrap();
+        let offered: Vec<String> = got.offered().into_iter().map(id).collect();
+        assert_eq!(offered, ["lost", "fee"], "{got:?}");
+        assert_eq!(got.band, Band::Uncertain);
+        // Already offered: the list stays as it was.
+        let pool = [(index("lost"), 1.0), (index("pwd"), 0.2)];
+        let same = r
+            .with_whole_top(
+                list.clone(),
+                &r.repaired("卡丢了怎么挂失啊"),
+                &[],
+                everyone(),
+                &pool,
+            )
+            .unwrap();
+        let offered: Vec<String> = same.offered().into_iter().map(id).collect();
+        assert_eq!(offered, ["lost"], "{same:?}");
+        // Nothing pooled: nothing to add.
+        let none = r
+            .with_whole_top(list, &message, &[], everyone(), &[])
+            .unwrap();
+        assert_eq!(none.offered().len(), 1);
     }
 
     #[test]
