@@ -31,8 +31,10 @@
 //! twenty-first, `eval/blind21-messages.tsv` (measured once at the end of round 21, on
 //! round 20's and round 21's state, then the next round's tuning set), the
 //! twenty-second, `eval/blind22-messages.tsv` (measured once at the end of round 22, then
-//! the next round's tuning set), and the twenty-third, `eval/blind23-messages.tsv`
-//! (measured once at the end of round 24, then the next round's tuning set).
+//! the next round's tuning set), the twenty-third, `eval/blind23-messages.tsv` (measured
+//! once at the end of round 24, then the next round's tuning set), and the twenty-fourth,
+//! `eval/blind24-messages.tsv` (measured once at the end of round 26, then the next round's
+//! tuning set).
 
 mod common;
 
@@ -112,6 +114,7 @@ const BLIND20: &str = "eval/blind20-messages.tsv";
 const BLIND21: &str = "eval/blind21-messages.tsv";
 const BLIND22: &str = "eval/blind22-messages.tsv";
 const BLIND23: &str = "eval/blind23-messages.tsv";
+const BLIND24: &str = "eval/blind24-messages.tsv";
 
 struct Row {
     id: String,
@@ -172,6 +175,7 @@ fn every_label_names_an_existing_entry_or_intent() {
         .chain(rows(BLIND21))
         .chain(rows(BLIND22))
         .chain(rows(BLIND23))
+        .chain(rows(BLIND24))
     {
         assert!(ids.insert(r.id.clone()), "duplicate id {}", r.id);
         assert!(!r.text.trim().is_empty(), "{}: empty text", r.id);
@@ -245,7 +249,7 @@ fn no_message_is_copied_into_the_knowledge_base() {
                 .into_iter()
                 .filter(|r| !allowed(&CALIBRATION_COINCIDENCES, &r.text)),
         )
-        // blind3 to blind23 have no allowed coincidences: the ones found were removed.
+        // blind3 to blind24 have no allowed coincidences: the ones found were removed.
         .chain(rows(BLIND3))
         .chain(rows(BLIND4))
         .chain(rows(BLIND5))
@@ -267,6 +271,7 @@ fn no_message_is_copied_into_the_knowledge_base() {
         .chain(rows(BLIND21))
         .chain(rows(BLIND22))
         .chain(rows(BLIND23))
+        .chain(rows(BLIND24))
         .filter(|r| questions.contains(&wording(&r.text)))
         .map(|r| format!("{} {}", r.id, r.text))
         .collect();
@@ -314,8 +319,9 @@ fn tuning_sets_are_tuning_only() {
 /// the thirteenth 15 (and 2; and 1 equal to a fourteenth-set message), the fourteenth 4 (and 0),
 /// the fifteenth 8 (and 1), the sixteenth 6 (and 1), the seventeenth 5 (and 2), the
 /// eighteenth 4 (and 0), the nineteenth 2 (and 0), the twentieth 0 (and 0), the twenty-first 10
-/// (and 0), the twenty-second 19 (and 2), the twenty-third 8 (and 0).
-const IN_WRITING_ORDER: [&str; 23] = [
+/// (and 0), the twenty-second 19 (and 2), the twenty-third 8 (and 0), the twenty-fourth 3
+/// (and 0).
+const IN_WRITING_ORDER: [&str; 24] = [
     MESSAGES,
     CALIBRATION,
     BLIND3,
@@ -339,6 +345,7 @@ const IN_WRITING_ORDER: [&str; 23] = [
     BLIND21,
     BLIND22,
     BLIND23,
+    BLIND24,
 ];
 
 #[test]
