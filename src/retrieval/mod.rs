@@ -1645,13 +1645,14 @@ impl Retriever {
 
     /// A long message's list with the whole message's own best candidate among the ones
     /// its clauses found offered second, when the list lacks it. A list is built from
-    /// clauses, and a clause alone can miss what the message as a whole is about
-    /// (…卡里的钱被扣了，短信说是年费，我都没开通过什么服务，这个能退吗: the last clause
-    /// asks about refunds in general). Searching the whole message again found it but
-    /// tripled a long message's cost on the 20,000-entry bench, so only the candidates the
-    /// clauses already reached (`POOL_PER_CLAUSE` each) are re-scored against the whole
-    /// message, BM25 taken as each one's best share in a clause. Lexical rankings only:
-    /// with embeddings the clause lists already hold the message's nearest entries.
+    /// clauses, and a clause alone can miss what the message as a whole is about (a
+    /// parent sending a daughter's tuition abroad whose question clause asks only which
+    /// papers to prepare: blind23's y135 now sees the remittance entry second). Searching
+    /// the whole message again found such entries but tripled a long message's cost on the
+    /// 20,000-entry bench, so only the candidates the clauses already reached
+    /// (`POOL_PER_CLAUSE` each) are re-scored against the whole message, BM25 taken as
+    /// each one's best share in a clause. Lexical rankings only: with embeddings the
+    /// clause lists already hold the message's nearest entries.
     fn with_whole_top(
         &self,
         mut list: Ranking,
@@ -1824,7 +1825,7 @@ impl Retriever {
             .map(String::as_str)
             .filter(|w| query.normalized.contains(w))
             .collect();
-        // A given pool (see `Retriever::rescored`) carries BM25 shares already.
+        // A given pool (see `Retriever::with_whole_top`) carries BM25 shares already.
         let (bm25, top_bm25) = match given {
             Some(pool) => (pool.to_vec(), 1.0),
             None => {
