@@ -614,3 +614,48 @@ answer = "以网点公布的利率为准。"
         top.features.cosine
     );
 }
+
+/// `product_bonus` is for lexical rankings: with embeddings the cosine already weighs the
+/// product word, and the bonus cost the tuning sets right answers (`RetrievalConfig`).
+/// A message that falls back to lexical ranking because the service is down gets it.
+#[test]
+fn the_product_bonus_lifts_lexical_rankings_only() {
+    let (url, _fake) = start_fake();
+    let dir = tempfile::tempdir().unwrap();
+    let kb_dir = write_kb(dir.path(), KB);
+    std::fs::write(kb_dir.join("products.txt"), "信用卡 贷记卡\n").unwrap();
+    let kb = Arc::new(KnowledgeBase::load_dir(&kb_dir).unwrap());
+    let score = |bonus: f32, service: Option<Arc<Embeddings>>| {
+        let config = RetrievalConfig {
+            product_bonus: bonus,
+            ..RetrievalConfig::default()
+        };
+        let r = Retriever::with_embeddings(kb.clone(), config, service).unwrap();
+        let ranking = r.rank("信用卡额度能提高吗", audience()).unwrap();
+        let c = ranking
+            .candidates
+            .iter()
+            .find(|c| r.entry(c.entry).is_some_and(|e| e.id == "credit-limit"))
+            .expect("the credit-card entry is ranked");
+        (c.score, ranking.embeddings)
+    };
+    let (off, used) = score(0.0, None);
+    let (on, _) = score(0.25, None);
+    assert_eq!(used, DenseUse::Off);
+    assert!((on - off - 0.25).abs() < 1e-5, "lexical: {off} → {on}");
+    let hybrid = || Some(service(config(&url, "m1"), &dir.path().join("c")));
+    let (off, used) = score(0.0, hybrid());
+    let (on, _) = score(0.25, hybrid());
+    assert_eq!(used, DenseUse::Used);
+    assert!((on - off).abs() < 1e-6, "with embeddings: {off} → {on}");
+    // The service down (here from the start, so the knowledge base has no vectors): the
+    // ranking is lexical again, and so is the bonus.
+    let down = Some(service(
+        config("http://127.0.0.1:9/v1/embeddings", "m1"),
+        &dir.path().join("d"),
+    ));
+    let (off, used) = score(0.0, down.clone());
+    let (on, _) = score(0.25, down);
+    assert_ne!(used, DenseUse::Used);
+    assert!((on - off - 0.25).abs() < 1e-5, "fallback: {off} → {on}");
+}

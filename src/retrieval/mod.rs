@@ -329,7 +329,7 @@ pub struct RetrievalConfig {
     /// blind3 … blind24 with the content of their add commits, 3,034 FAQ messages) and
     /// the tuning sets (today's content, 3,434): 0.02 / 0.03 / 0.04 / 0.06 against 0
     /// gave right answers +1 / +2 / 0 / +2 and right entries seen +1 / +5 / +7 / +10 on
-    /// the fresh bench with 0 / 0 / −3 / −3 answered, and +1 / +4 / +2 / −1 right answers
+    /// the fresh bench with +1 / 0 / −3 / −3 answered, and +1 / +4 / +2 / −1 right answers
     /// on the tuning sets; every value sent one more out-of-scope message (a hospital's
     /// social-security card) to a list. Only a score's order and lead change: the
     /// fallback and `confident` still look at the similarity. Lexical rankings only: with
