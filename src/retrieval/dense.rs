@@ -106,8 +106,23 @@ impl Default for EmbeddingsConfig {
             // (`margin`, in score units; the cosine's weight of 8 makes score gaps small)
             // says more than the similarity's height. The test half is reported in the
             // README, never tuned on.
+            //
+            // `margin` is 0.0175 since round 35 (0.01 before). The first grid held answers
+            // to >= 90 % right; the issue asks for >= 95 %. Re-chosen on the fresh bench
+            // (`eval/fresh-sets.sh`: blind3 … blind25, each with the content of the commit
+            // that added it, so no set is fitted to the content; 3,166 FAQ messages),
+            // replayed from `--dump` lines for every margin from 0.01 to 0.04 in steps of
+            // 0.0025 and then run for real: the smallest margin whose answers are >= 95 %
+            // right in *each* half of the bench (odd and even sets, so one lucky half
+            // cannot carry the pooled figure). 0.015 reached it in the even half only
+            // (94.6 % odd). Real run at 0.01 → 0.0175: 77.7 / 94.8 / 91.4 / 81.8 % →
+            // 67.1 / 96.5 / 92.6 / 82.3 % (answered / right / seen / out-of-scope
+            // fallback): about one answer in seven becomes a confirmation or a list that
+            // still leads with it, and a wrong answer becomes a list more often than not.
+            // `confident`, `uncertain` and `list_gap` moved nothing at 0.0175 (0.52 to
+            // 0.64; `list_gap` 0.03 to 0.15) and stay.
             confident: 0.52,
-            margin: 0.01,
+            margin: 0.0175,
             uncertain: 0.52,
             list_gap: 0.05,
         }
