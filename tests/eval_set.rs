@@ -40,8 +40,10 @@
 //! tuning set), the twenty-seventh, `eval/blind27-messages.tsv` (measured once at the
 //! end of round 35, then the next round's tuning set), the twenty-eighth,
 //! `eval/blind28-messages.tsv` (measured once at the end of round 37, then the next round's
-//! tuning set), and the twenty-ninth, `eval/blind29-messages.tsv` (measured once at the end
-//! of round 38, then the next round's tuning set).
+//! tuning set), the twenty-ninth, `eval/blind29-messages.tsv` (measured once at the end
+//! of round 38, then the next round's tuning set), and the thirtieth,
+//! `eval/blind30-messages.tsv` (measured once at the end of round 40, then the next round's
+//! tuning set).
 
 mod common;
 
@@ -127,6 +129,7 @@ const BLIND26: &str = "eval/blind26-messages.tsv";
 const BLIND27: &str = "eval/blind27-messages.tsv";
 const BLIND28: &str = "eval/blind28-messages.tsv";
 const BLIND29: &str = "eval/blind29-messages.tsv";
+const BLIND30: &str = "eval/blind30-messages.tsv";
 
 struct Row {
     id: String,
@@ -193,6 +196,7 @@ fn every_label_names_an_existing_entry_or_intent() {
         .chain(rows(BLIND27))
         .chain(rows(BLIND28))
         .chain(rows(BLIND29))
+        .chain(rows(BLIND30))
     {
         assert!(ids.insert(r.id.clone()), "duplicate id {}", r.id);
         assert!(!r.text.trim().is_empty(), "{}: empty text", r.id);
@@ -266,7 +270,7 @@ fn no_message_is_copied_into_the_knowledge_base() {
                 .into_iter()
                 .filter(|r| !allowed(&CALIBRATION_COINCIDENCES, &r.text)),
         )
-        // blind3 to blind29 have no allowed coincidences: the ones found were removed.
+        // blind3 to blind30 have no allowed coincidences: the ones found were removed.
         .chain(rows(BLIND3))
         .chain(rows(BLIND4))
         .chain(rows(BLIND5))
@@ -294,6 +298,7 @@ fn no_message_is_copied_into_the_knowledge_base() {
         .chain(rows(BLIND27))
         .chain(rows(BLIND28))
         .chain(rows(BLIND29))
+        .chain(rows(BLIND30))
         .filter(|r| questions.contains(&wording(&r.text)))
         .map(|r| format!("{} {}", r.id, r.text))
         .collect();
@@ -343,8 +348,8 @@ fn tuning_sets_are_tuning_only() {
 /// eighteenth 4 (and 0), the nineteenth 2 (and 0), the twentieth 0 (and 0), the twenty-first 10
 /// (and 0), the twenty-second 19 (and 2), the twenty-third 8 (and 0), the twenty-fourth 3
 /// (and 0), the twenty-fifth 8 (and 1), the twenty-sixth 2 (and 1), the twenty-seventh 9
-/// (and 0), the twenty-eighth 1 (and 0), the twenty-ninth 6 (and 1).
-const IN_WRITING_ORDER: [&str; 29] = [
+/// (and 0), the twenty-eighth 1 (and 0), the twenty-ninth 6 (and 1), the thirtieth 0 (and 0).
+const IN_WRITING_ORDER: [&str; 30] = [
     MESSAGES,
     CALIBRATION,
     BLIND3,
@@ -374,6 +379,7 @@ const IN_WRITING_ORDER: [&str; 29] = [
     BLIND27,
     BLIND28,
     BLIND29,
+    BLIND30,
 ];
 
 #[test]
