@@ -41,9 +41,10 @@
 //! end of round 35, then the next round's tuning set), the twenty-eighth,
 //! `eval/blind28-messages.tsv` (measured once at the end of round 37, then the next round's
 //! tuning set), the twenty-ninth, `eval/blind29-messages.tsv` (measured once at the end
-//! of round 38, then the next round's tuning set), and the thirtieth,
+//! of round 38, then the next round's tuning set), the thirtieth,
 //! `eval/blind30-messages.tsv` (measured once at the end of round 40, then the next round's
-//! tuning set).
+//! tuning set), and the thirty-first, `eval/blind31-messages.tsv` (measured once at the end
+//! of round 42, then the next round's tuning set).
 
 mod common;
 
@@ -130,6 +131,7 @@ const BLIND27: &str = "eval/blind27-messages.tsv";
 const BLIND28: &str = "eval/blind28-messages.tsv";
 const BLIND29: &str = "eval/blind29-messages.tsv";
 const BLIND30: &str = "eval/blind30-messages.tsv";
+const BLIND31: &str = "eval/blind31-messages.tsv";
 
 struct Row {
     id: String,
@@ -197,6 +199,7 @@ fn every_label_names_an_existing_entry_or_intent() {
         .chain(rows(BLIND28))
         .chain(rows(BLIND29))
         .chain(rows(BLIND30))
+        .chain(rows(BLIND31))
     {
         assert!(ids.insert(r.id.clone()), "duplicate id {}", r.id);
         assert!(!r.text.trim().is_empty(), "{}: empty text", r.id);
@@ -270,7 +273,7 @@ fn no_message_is_copied_into_the_knowledge_base() {
                 .into_iter()
                 .filter(|r| !allowed(&CALIBRATION_COINCIDENCES, &r.text)),
         )
-        // blind3 to blind30 have no allowed coincidences: the ones found were removed.
+        // blind3 to blind31 have no allowed coincidences: the ones found were removed.
         .chain(rows(BLIND3))
         .chain(rows(BLIND4))
         .chain(rows(BLIND5))
@@ -299,6 +302,7 @@ fn no_message_is_copied_into_the_knowledge_base() {
         .chain(rows(BLIND28))
         .chain(rows(BLIND29))
         .chain(rows(BLIND30))
+        .chain(rows(BLIND31))
         .filter(|r| questions.contains(&wording(&r.text)))
         .map(|r| format!("{} {}", r.id, r.text))
         .collect();
@@ -348,8 +352,9 @@ fn tuning_sets_are_tuning_only() {
 /// eighteenth 4 (and 0), the nineteenth 2 (and 0), the twentieth 0 (and 0), the twenty-first 10
 /// (and 0), the twenty-second 19 (and 2), the twenty-third 8 (and 0), the twenty-fourth 3
 /// (and 0), the twenty-fifth 8 (and 1), the twenty-sixth 2 (and 1), the twenty-seventh 9
-/// (and 0), the twenty-eighth 1 (and 0), the twenty-ninth 6 (and 1), the thirtieth 0 (and 0).
-const IN_WRITING_ORDER: [&str; 30] = [
+/// (and 0), the twenty-eighth 1 (and 0), the twenty-ninth 6 (and 1), the thirtieth 0 (and 0),
+/// the thirty-first 5 (and 0).
+const IN_WRITING_ORDER: [&str; 31] = [
     MESSAGES,
     CALIBRATION,
     BLIND3,
@@ -380,6 +385,7 @@ const IN_WRITING_ORDER: [&str; 30] = [
     BLIND28,
     BLIND29,
     BLIND30,
+    BLIND31,
 ];
 
 #[test]
