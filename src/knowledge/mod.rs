@@ -195,7 +195,12 @@ impl KnowledgeBase {
                 kb.wording = wording.unwrap_or_default();
                 kb.out_of_scope = out_of_scope;
                 (kb.products, kb.product_parents) = products.into_iter().unzip();
-                Ok(kb)
+                let unreachable = kb.unreachable_questions();
+                if unreachable.is_empty() {
+                    Ok(kb)
+                } else {
+                    Err(ContentErrors(sorted(unreachable)).into())
+                }
             }
             Ok(_) => Err(ContentErrors(sorted(issues)).into()),
             Err(mut more) => {
@@ -389,6 +394,52 @@ impl KnowledgeBase {
                     .any(|&other| other != g && self.product_within(other, g))
             })
             .collect()
+    }
+
+    /// Similar questions that name a product (`products.txt`) their entry's standard
+    /// question does not agree with. The retriever keeps an entry from answering a
+    /// message that names only other products than its standard question (see
+    /// `Retriever::rank`), so a customer who words such a question exactly as written is
+    /// never answered with it: ln-consumer-early's 车贷提前还清要付违约金吗 under
+    /// 消费贷可以提前还吗 went to another entry. An editor learns it from `kefu kb check`,
+    /// with the file and line, instead of from a customer.
+    fn unreachable_questions(&self) -> Vec<ContentIssue> {
+        let names = |groups: &[usize]| {
+            groups
+                .iter()
+                .filter_map(|&g| self.products.get(g).and_then(|w| w.first()))
+                .map(String::as_str)
+                .collect::<Vec<_>>()
+                .join("、")
+        };
+        let mut issues = Vec::new();
+        for e in &self.entries {
+            let own = self.products_named(&search_form(&e.question));
+            if own.is_empty() {
+                continue;
+            }
+            for q in &e.similar {
+                let asked = self.products_named(&search_form(q));
+                if asked.is_empty()
+                    || asked
+                        .iter()
+                        .any(|&a| own.iter().any(|&o| self.products_agree(a, o)))
+                {
+                    continue;
+                }
+                let asked = names(&asked);
+                issues.push(ContentIssue {
+                    location: e.location.clone(),
+                    message: format!(
+                        "entry \"{}\": similar question \"{q}\" names {asked} but the standard question \"{}\" names only {} (products.txt), and a message about {asked} is never answered with this entry: name {asked} in the standard question too, or move this question to an entry about {asked}",
+                        e.id,
+                        e.question,
+                        names(&own),
+                    ),
+                });
+            }
+        }
+        issues
     }
 
     /// Whether a message about product `asked` may be answered with an entry about `own`:
@@ -823,7 +874,7 @@ fn load_table(path: &Path, delimiter: u8) -> Loaded {
                     None,
                     format!("cannot read the header row: {e}"),
                 )],
-            )
+            );
         }
     };
     let headers: Vec<String> = headers.iter().map(str::to_owned).collect();
@@ -1434,6 +1485,37 @@ valid_from = "2026-13-01"
             joined.contains("products.txt:3: \"e-cny\": write a product word without punctuation"),
             "{joined}"
         );
+    }
+
+    #[test]
+    fn a_similar_question_about_another_product_is_named_with_its_line() {
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            dir.path(),
+            PRODUCTS,
+            "贷款\n消费贷 < 贷款\n车贷 < 贷款\n信用卡\n",
+        );
+        // The entry (its id on line 3): its standard question names 消费贷 only, so a customer who
+        // asks the car-loan question is never answered with it.
+        write(
+            dir.path(),
+            "a.toml",
+            "\n[[entry]]\nid = \"early\"\nquestion = \"消费贷可以提前还吗\"\nsimilar = [\"贷款能提前还吗\", \"车贷能提前还清吗\", \"提前还款利息怎么算\"]\nanswer = \"可以。\"\n",
+        );
+        let found = errors(dir.path());
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            found[0].contains("a.toml:3: entry \"early\": similar question \"车贷能提前还清吗\" names 车贷 but the standard question \"消费贷可以提前还吗\" names only 消费贷"),
+            "{found:?}"
+        );
+        // Naming both products in the standard question makes every question reachable;
+        // a question about the parent product (贷款) and one naming none always were.
+        write(
+            dir.path(),
+            "a.toml",
+            "[[entry]]\nid = \"early\"\nquestion = \"消费贷、车贷可以提前还吗\"\nsimilar = [\"贷款能提前还吗\", \"车贷能提前还清吗\", \"提前还款利息怎么算\"]\nanswer = \"可以。\"\n",
+        );
+        assert!(KnowledgeBase::load_dir(dir.path()).is_ok());
     }
 
     #[test]
