@@ -358,8 +358,7 @@ fn tuning_sets_are_tuning_only() {
 /// (and 0), the twenty-second 19 (and 2), the twenty-third 8 (and 0), the twenty-fourth 3
 /// (and 0), the twenty-fifth 8 (and 1), the twenty-sixth 2 (and 1), the twenty-seventh 9
 /// (and 0), the twenty-eighth 1 (and 0), the twenty-ninth 6 (and 1), the thirtieth 0 (and 0),
-/// the thirty-first 5 (and 0), the thirty-second 4 (and 0; its writer had also removed 68
-/// more that repeat an earlier set in substance).
+/// the thirty-first 5 (and 0), the thirty-second 4 (and 0).
 const IN_WRITING_ORDER: [&str; 32] = [
     MESSAGES,
     CALIBRATION,
@@ -450,11 +449,8 @@ fn tuning_only(path: &str) {
     let rows = rows(path);
     // The twenty-sixth and twenty-seventh sets were written with 150 messages, not 180, and
     // kept 143 and 139 after their content gaps and repeats were removed. The floor is there
-    // to catch a truncated or mis-split file, not to fix a set's size, so it is 130. The
-    // thirty-second set's writer also removed the messages that repeat an earlier set in
-    // substance, not only word for word, and kept 74 of 150, so its floor is 70.
-    let floor = if path == BLIND32 { 70 } else { 130 };
-    assert!(rows.len() >= floor, "{path}: {} messages", rows.len());
+    // to catch a truncated or mis-split file, not to fix a set's size, so it is 130.
+    assert!(rows.len() >= 130, "{path}: {} messages", rows.len());
     // Every repeat at once, so a writer removes them all in one pass (the twelfth set's
     // writer found a second one by hand after the first was reported).
     let repeats: Vec<&str> = rows
