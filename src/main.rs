@@ -632,8 +632,8 @@ fn kb_check(dir: &Path, intents: &Path) -> Result<std::process::ExitCode> {
         Ok(kb) => {
             let s = kb.summary();
             say!(
-                "ok: {} entries, {} similar questions, {} categories in {} files; {} user-dictionary words, {} synonyms, {} out-of-scope words, {} products",
-                s.entries, s.similar_questions, s.categories, s.files, s.user_words, s.synonyms, s.out_of_scope_words, s.products
+                "ok: {} entries, {} similar questions, {} categories in {} files; {} user-dictionary words, {} synonyms, {} out-of-scope words, {} products, {} overlapping entry pairs",
+                s.entries, s.similar_questions, s.categories, s.files, s.user_words, s.synonyms, s.out_of_scope_words, s.products, s.overlaps
             );
         }
         Err(kefu::Error::Content(errors)) => {

@@ -11,7 +11,7 @@ pub mod content;
 pub mod wording;
 mod xlsx;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -88,6 +88,11 @@ pub struct KnowledgeBase {
     /// For each product group, the group it is a kind of (房贷 `<` 贷款), if any: always a
     /// group of an earlier line, so the parents form no cycle.
     product_parents: Vec<Option<usize>>,
+    /// Pairs of entries (indices, smaller first) whose answers both answer many of the
+    /// same questions (`overlaps.txt`): 信用卡晚还一天 is answered by the grace period
+    /// and by the overdue entry alike. When two such entries lead a ranking, neither
+    /// makes the other's lead "too close to call" (see `Retriever::band`).
+    overlaps: HashSet<(usize, usize)>,
 }
 
 /// What `kb check` reports on success.
@@ -103,12 +108,15 @@ pub struct Summary {
     pub out_of_scope_words: usize,
     /// Product groups of `products.txt`.
     pub products: usize,
+    /// Entry pairs of `overlaps.txt`.
+    pub overlaps: usize,
 }
 
 const USERDICT: &str = "userdict.txt";
 const SYNONYMS: &str = "synonyms.txt";
 const OUT_OF_SCOPE: &str = "outofscope.txt";
 const PRODUCTS: &str = "products.txt";
+const OVERLAPS: &str = "overlaps.txt";
 
 impl KnowledgeBase {
     /// Loads and validates every content file in `dir` (not recursive: one directory
@@ -127,6 +135,8 @@ impl KnowledgeBase {
         let mut wording = None;
         let mut out_of_scope = Vec::new();
         let mut products = Vec::new();
+        let mut overlaps: Vec<(usize, Vec<String>)> = Vec::new();
+        let mut overlaps_path = PathBuf::new();
         let mut entry_files = 0;
         for path in &files {
             let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
@@ -142,6 +152,10 @@ impl KnowledgeBase {
                 (SYNONYMS, _) => load_synonyms(path).map(|s| synonyms = s),
                 (OUT_OF_SCOPE, _) => load_out_of_scope(path).map(|w| out_of_scope = w),
                 (PRODUCTS, _) => load_products(path).map(|p| products = p),
+                (OVERLAPS, _) => load_overlaps(path).map(|o| {
+                    overlaps = o;
+                    overlaps_path = path.clone();
+                }),
                 (wording::REPLIES, _) => wording::Wording::load(path).map(|w| wording = Some(w)),
                 (_, Some("toml" | "csv" | "tsv")) => {
                     let (found, mut problems) = match ext.as_deref() {
@@ -169,7 +183,7 @@ impl KnowledgeBase {
                     path,
                     1,
                     None,
-                    "unknown file type; expected .toml, .csv, .tsv or .xlsx entries, userdict.txt, synonyms.txt, outofscope.txt or products.txt",
+                    "unknown file type; expected .toml, .csv, .tsv or .xlsx entries, userdict.txt, synonyms.txt, outofscope.txt, products.txt or overlaps.txt",
                 )]),
             };
             if name != wording::REPLIES
@@ -195,7 +209,8 @@ impl KnowledgeBase {
                 kb.wording = wording.unwrap_or_default();
                 kb.out_of_scope = out_of_scope;
                 (kb.products, kb.product_parents) = products.into_iter().unzip();
-                let unreachable = kb.unreachable_questions();
+                let mut unreachable = kb.set_overlaps(&overlaps_path, &overlaps);
+                unreachable.extend(kb.unreachable_questions());
                 if unreachable.is_empty() {
                     Ok(kb)
                 } else {
@@ -308,6 +323,7 @@ impl KnowledgeBase {
                 out_of_scope: Vec::new(),
                 products: Vec::new(),
                 product_parents: Vec::new(),
+                overlaps: HashSet::new(),
             })
         } else {
             Err(issues)
@@ -524,7 +540,42 @@ impl KnowledgeBase {
             synonyms: self.synonyms.len(),
             out_of_scope_words: self.out_of_scope.len(),
             products: self.products.len(),
+            overlaps: self.overlaps.len(),
         }
+    }
+
+    /// Whether entries `a` and `b` (indices) are listed together in `overlaps.txt`.
+    pub fn overlap(&self, a: usize, b: usize) -> bool {
+        self.overlaps.contains(&(a.min(b), a.max(b)))
+    }
+
+    /// Resolves the ids of `overlaps.txt` (read by [`load_overlaps`]); an id that names no
+    /// entry is reported at its line, since an editor who renamed an entry must hear that
+    /// the pair no longer does anything.
+    fn set_overlaps(&mut self, path: &Path, lines: &[(usize, Vec<String>)]) -> Vec<ContentIssue> {
+        let mut issues = Vec::new();
+        for (line, ids) in lines {
+            let mut found = Vec::new();
+            for id in ids {
+                match self.by_id.get(id) {
+                    Some(&i) => found.push(i),
+                    None => issues.push(issue(
+                        path,
+                        *line,
+                        None,
+                        format!("\"{id}\" is not the id of any entry"),
+                    )),
+                }
+            }
+            for (k, &a) in found.iter().enumerate() {
+                for &b in &found[k + 1..] {
+                    if a != b {
+                        self.overlaps.insert((a.min(b), a.max(b)));
+                    }
+                }
+            }
+        }
+        issues
     }
 }
 
@@ -1029,6 +1080,38 @@ fn content_lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
         .filter(|(_, line)| !line.is_empty() && !line.starts_with('#'))
 }
 
+/// `overlaps.txt`: one group per line, two or more entry ids separated by spaces; every
+/// two ids of a line overlap. Returns each line's number (1-based) and ids; the ids are
+/// checked against the entries once they are all loaded.
+fn load_overlaps(path: &Path) -> std::result::Result<Vec<(usize, Vec<String>)>, Vec<ContentIssue>> {
+    let text = read_text(path).map_err(|i| vec![i])?;
+    let mut lines = Vec::new();
+    let mut issues = Vec::new();
+    for (n, line) in content_lines(&text) {
+        let mut ids: Vec<String> = Vec::new();
+        for id in line.split_whitespace() {
+            if !ids.iter().any(|seen| seen == id) {
+                ids.push(id.to_owned());
+            }
+        }
+        if ids.len() < 2 {
+            issues.push(issue(
+                path,
+                n + 1,
+                None,
+                "write two or more different entry ids on a line, separated by spaces",
+            ));
+        } else {
+            lines.push((n + 1, ids));
+        }
+    }
+    if issues.is_empty() {
+        Ok(lines)
+    } else {
+        Err(issues)
+    }
+}
+
 fn load_userdict(path: &Path) -> std::result::Result<Vec<DictWord>, Vec<ContentIssue>> {
     let text = read_text(path).map_err(|i| vec![i])?;
     let mut words = Vec::new();
@@ -1516,6 +1599,46 @@ valid_from = "2026-13-01"
             "[[entry]]\nid = \"early\"\nquestion = \"消费贷、车贷可以提前还吗\"\nsimilar = [\"贷款能提前还吗\", \"车贷能提前还清吗\", \"提前还款利息怎么算\"]\nanswer = \"可以。\"\n",
         );
         assert!(KnowledgeBase::load_dir(dir.path()).is_ok());
+    }
+
+    #[test]
+    fn overlapping_entries_are_read_and_a_stale_id_is_named_with_its_line() {
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            dir.path(),
+            "a.toml",
+            "[[entry]]\nid = \"grace\"\nquestion = \"还款宽限期有几天\"\nanswer = \"三天。\"\n\n[[entry]]\nid = \"overdue\"\nquestion = \"信用卡逾期有什么后果\"\nanswer = \"罚息和征信。\"\n\n[[entry]]\nid = \"lost\"\nquestion = \"卡丢了怎么办\"\nanswer = \"挂失。\"\n",
+        );
+        write(dir.path(), OVERLAPS, "# 注释\ngrace overdue\n");
+        let kb = KnowledgeBase::load_dir(dir.path()).unwrap();
+        let (grace, overdue, lost) = (
+            kb.index_of("grace"),
+            kb.index_of("overdue"),
+            kb.index_of("lost"),
+        );
+        let (grace, overdue, lost) = (grace.unwrap(), overdue.unwrap(), lost.unwrap());
+        assert!(kb.overlap(grace, overdue) && kb.overlap(overdue, grace));
+        assert!(!kb.overlap(grace, lost));
+        assert_eq!(kb.summary().overlaps, 1);
+
+        // A line with one id is reported with its line; so is an entry renamed since (or
+        // a typo), once the file reads.
+        write(dir.path(), OVERLAPS, "grace overdue\nlost lost\n");
+        let found = errors(dir.path());
+        assert!(
+            found
+                .iter()
+                .any(|e| e.contains("overlaps.txt:2")
+                    && e.contains("two or more different entry ids")),
+            "{found:?}"
+        );
+        write(dir.path(), OVERLAPS, "grace overdue\n\ngrace overdu\n");
+        let found = errors(dir.path());
+        assert!(
+            found.iter().any(|e| e.contains("overlaps.txt:3")
+                && e.contains("\"overdu\" is not the id of any entry")),
+            "{found:?}"
+        );
     }
 
     #[test]

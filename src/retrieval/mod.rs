@@ -2167,7 +2167,13 @@ impl Retriever {
                 .take(most)
                 .count()
         };
-        let runner_up = eligible.clone().next();
+        // A runner-up whose answer answers the same questions as the top's
+        // (`overlaps.txt`: the grace period and overdue consequences, a mistaken transfer
+        // and calling one back) is no rival: answering with the top is as right as with
+        // it. The lead that counts is over the first candidate that does not overlap.
+        let runner_up = eligible
+            .clone()
+            .find(|r| !self.kb.overlap(top.entry, r.entry));
         if top.similarity >= b.confident
             && runner_up.is_none_or(|r| top.score - r.score >= b.margin)
         {
@@ -2352,6 +2358,27 @@ mod tests {
     fn retriever(entries: Vec<Entry>) -> Retriever {
         let kb = KnowledgeBase::from_entries(entries).unwrap();
         Retriever::new(Arc::new(kb), RetrievalConfig::default()).unwrap()
+    }
+
+    /// Two entries whose questions are near twins lead a ranking within `margin` of each
+    /// other: without `overlaps.txt` the customer is asked which one; listed as
+    /// overlapping, the first is answered, and a third entry still counts as a rival.
+    #[test]
+    fn an_overlapping_runner_up_does_not_make_the_lead_too_close() {
+        let dir = tempfile::tempdir().unwrap();
+        let toml = "[[entry]]\nid = \"grace\"\nquestion = \"信用卡晚还一天会逾期吗\"\nanswer = \"有宽限期。\"\n\n[[entry]]\nid = \"overdue\"\nquestion = \"信用卡晚还一天算逾期吗\"\nanswer = \"逾期的后果。\"\n\n[[entry]]\nid = \"lost\"\nquestion = \"银行卡丢了怎么办\"\nanswer = \"挂失。\"\n";
+        std::fs::write(dir.path().join("a.toml"), toml).unwrap();
+        let rank = |dir: &std::path::Path| {
+            let kb = KnowledgeBase::load_dir(dir).unwrap();
+            let r = Retriever::new(Arc::new(kb), RetrievalConfig::default()).unwrap();
+            r.rank("信用卡晚还一天会不会算逾期", everyone()).unwrap()
+        };
+        let without = rank(dir.path());
+        assert_eq!(without.band, Band::Uncertain, "{without:?}");
+        std::fs::write(dir.path().join("overlaps.txt"), "grace overdue\n").unwrap();
+        let with = rank(dir.path());
+        assert_eq!(with.band, Band::Confident, "{with:?}");
+        assert_eq!(with.top().map(|c| c.entry), without.top().map(|c| c.entry));
     }
 
     fn sample() -> Vec<Entry> {
