@@ -11,7 +11,8 @@ already written from, so that a fresh blind set can still measure the result.
     eval/overlaps-from-labels.py --min 3 eval/customer-messages.tsv \\
         eval/calibration-messages.tsv eval/blind{3..34}-messages.tsv > overlaps.txt
 
-Ids that no entry of knowledge-base/ has any more are left out. Review the output
+Ids that no entry of knowledge-base/ has any more are left out (entries are read
+from its .toml files only; `kefu kb check` then checks every id against all entries). Review the output
 before it replaces the file: a pair belongs there only if answering the question with
 either entry would serve the customer.
 """
