@@ -767,6 +767,11 @@ fn ask(
             }
         );
         if explain {
+            if let Some(top) = ranking.top() {
+                if top.entry != c.entry && r.knowledge_base().overlap(top.entry, c.entry) {
+                    say!("    overlaps the first entry (overlaps.txt): no rival when deciding whether to answer at once");
+                }
+            }
             say!(
                 "    raw bm25 {:.2}  on topic: {}",
                 c.bm25,

@@ -401,4 +401,28 @@ answer = "监护人带户口簿和本人身份证代办。"
         out.contains("(typo repair: ranked as 「开户需要带什么证件」)"),
         "the repair is not shown: {out}"
     );
+
+    // Entries listed together in overlaps.txt: the second is marked as no rival.
+    std::fs::write(kb.join("overlaps.txt"), "ao-id ao-minor\n").unwrap();
+    let out = kefu_ok(
+        &[
+            "ask",
+            "--kb",
+            kb.to_str().unwrap(),
+            "--explain",
+            "未成年人开户要带什么证件",
+        ],
+        b"",
+        tmp.path(),
+    );
+    assert!(
+        out.contains("[ao-id]") && out.contains("[ao-minor]"),
+        "both entries should be listed: {out}"
+    );
+    assert_eq!(
+        out.matches("overlaps the first entry (overlaps.txt)")
+            .count(),
+        1,
+        "the overlapping runner-up is not marked once: {out}"
+    );
 }
