@@ -152,10 +152,13 @@ impl KnowledgeBase {
                 (SYNONYMS, _) => load_synonyms(path).map(|s| synonyms = s),
                 (OUT_OF_SCOPE, _) => load_out_of_scope(path).map(|w| out_of_scope = w),
                 (PRODUCTS, _) => load_products(path).map(|p| products = p),
-                (OVERLAPS, _) => load_overlaps(path).map(|o| {
-                    overlaps = o;
+                (OVERLAPS, _) => {
+                    let (lines, problems) = load_overlaps(path);
+                    overlaps = lines;
                     overlaps_path = path.clone();
-                }),
+                    issues.extend(problems);
+                    Ok(())
+                }
                 (wording::REPLIES, _) => wording::Wording::load(path).map(|w| wording = Some(w)),
                 (_, Some("toml" | "csv" | "tsv")) => {
                     let (found, mut problems) = match ext.as_deref() {
@@ -203,14 +206,27 @@ impl KnowledgeBase {
                 "no knowledge-base files (.toml, .csv, .tsv, .xlsx) in this directory",
             ));
         }
+        // Checked here, against every entry read, so that one run of `kb check` names a
+        // stale id beside any other problem of the content.
+        let known: HashSet<&str> = entries.iter().map(|e| e.id.as_str()).collect();
+        for (line, ids) in &overlaps {
+            for id in ids.iter().filter(|id| !known.contains(id.as_str())) {
+                issues.push(issue(
+                    &overlaps_path,
+                    *line,
+                    None,
+                    format!("\"{id}\" is not the id of any entry"),
+                ));
+            }
+        }
         let synonyms = Synonyms::from_groups(synonyms);
         match KnowledgeBase::build(entries, user_words, synonyms, true) {
             Ok(mut kb) if issues.is_empty() => {
                 kb.wording = wording.unwrap_or_default();
                 kb.out_of_scope = out_of_scope;
                 (kb.products, kb.product_parents) = products.into_iter().unzip();
-                let mut unreachable = kb.set_overlaps(&overlaps_path, &overlaps);
-                unreachable.extend(kb.unreachable_questions());
+                kb.set_overlaps(&overlaps);
+                let unreachable = kb.unreachable_questions();
                 if unreachable.is_empty() {
                     Ok(kb)
                 } else {
@@ -549,24 +565,12 @@ impl KnowledgeBase {
         self.overlaps.contains(&(a.min(b), a.max(b)))
     }
 
-    /// Resolves the ids of `overlaps.txt` (read by [`load_overlaps`]); an id that names no
-    /// entry is reported at its line, since an editor who renamed an entry must hear that
-    /// the pair no longer does anything.
-    fn set_overlaps(&mut self, path: &Path, lines: &[(usize, Vec<String>)]) -> Vec<ContentIssue> {
-        let mut issues = Vec::new();
-        for (line, ids) in lines {
-            let mut found = Vec::new();
-            for id in ids {
-                match self.by_id.get(id) {
-                    Some(&i) => found.push(i),
-                    None => issues.push(issue(
-                        path,
-                        *line,
-                        None,
-                        format!("\"{id}\" is not the id of any entry"),
-                    )),
-                }
-            }
+    /// Records the pairs of `overlaps.txt` (read by [`load_overlaps`]; `load_dir` has
+    /// already reported every id that names no entry, since an editor who renamed an
+    /// entry must hear that the pair no longer does anything).
+    fn set_overlaps(&mut self, lines: &[(usize, Vec<String>)]) {
+        for (_, ids) in lines {
+            let found: Vec<usize> = ids.iter().filter_map(|id| self.index_of(id)).collect();
             for (k, &a) in found.iter().enumerate() {
                 for &b in &found[k + 1..] {
                     if a != b {
@@ -575,7 +579,6 @@ impl KnowledgeBase {
                 }
             }
         }
-        issues
     }
 }
 
@@ -1081,10 +1084,13 @@ fn content_lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
 }
 
 /// `overlaps.txt`: one group per line, two or more entry ids separated by spaces; every
-/// two ids of a line overlap. Returns each line's number (1-based) and ids; the ids are
-/// checked against the entries once they are all loaded.
-fn load_overlaps(path: &Path) -> std::result::Result<Vec<(usize, Vec<String>)>, Vec<ContentIssue>> {
-    let text = read_text(path).map_err(|i| vec![i])?;
+/// two ids of a line overlap. Returns each good line's number (1-based) and ids, and the
+/// problems of the others; the ids are checked against the entries once all are read.
+fn load_overlaps(path: &Path) -> (Vec<(usize, Vec<String>)>, Vec<ContentIssue>) {
+    let text = match read_text(path) {
+        Ok(text) => text,
+        Err(i) => return (Vec::new(), vec![i]),
+    };
     let mut lines = Vec::new();
     let mut issues = Vec::new();
     for (n, line) in content_lines(&text) {
@@ -1105,11 +1111,7 @@ fn load_overlaps(path: &Path) -> std::result::Result<Vec<(usize, Vec<String>)>, 
             lines.push((n + 1, ids));
         }
     }
-    if issues.is_empty() {
-        Ok(lines)
-    } else {
-        Err(issues)
-    }
+    (lines, issues)
 }
 
 fn load_userdict(path: &Path) -> std::result::Result<Vec<DictWord>, Vec<ContentIssue>> {
@@ -1621,10 +1623,15 @@ valid_from = "2026-13-01"
         assert!(!kb.overlap(grace, lost));
         assert_eq!(kb.summary().overlaps, 1);
 
-        // A line with one id is reported with its line; so is an entry renamed since (or
-        // a typo), once the file reads.
-        write(dir.path(), OVERLAPS, "grace overdue\nlost lost\n");
+        // A line with one id and an entry renamed since (or a typo) are reported together,
+        // each with its line.
+        write(
+            dir.path(),
+            OVERLAPS,
+            "grace overdue\nlost lost\ngrace overdu\n",
+        );
         let found = errors(dir.path());
+        assert_eq!(found.len(), 2, "{found:?}");
         assert!(
             found
                 .iter()
@@ -1632,8 +1639,6 @@ valid_from = "2026-13-01"
                     && e.contains("two or more different entry ids")),
             "{found:?}"
         );
-        write(dir.path(), OVERLAPS, "grace overdue\n\ngrace overdu\n");
-        let found = errors(dir.path());
         assert!(
             found.iter().any(|e| e.contains("overlaps.txt:3")
                 && e.contains("\"overdu\" is not the id of any entry")),
