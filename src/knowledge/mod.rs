@@ -571,11 +571,10 @@ impl KnowledgeBase {
     fn set_overlaps(&mut self, lines: &[(usize, Vec<String>)]) {
         for (_, ids) in lines {
             let found: Vec<usize> = ids.iter().filter_map(|id| self.index_of(id)).collect();
+            // Ids on a line are distinct (`load_overlaps`), and so are their entries.
             for (k, &a) in found.iter().enumerate() {
                 for &b in &found[k + 1..] {
-                    if a != b {
-                        self.overlaps.insert((a.min(b), a.max(b)));
-                    }
+                    self.overlaps.insert((a.min(b), a.max(b)));
                 }
             }
         }
@@ -1613,12 +1612,8 @@ valid_from = "2026-13-01"
         );
         write(dir.path(), OVERLAPS, "# 注释\ngrace overdue\n");
         let kb = KnowledgeBase::load_dir(dir.path()).unwrap();
-        let (grace, overdue, lost) = (
-            kb.index_of("grace"),
-            kb.index_of("overdue"),
-            kb.index_of("lost"),
-        );
-        let (grace, overdue, lost) = (grace.unwrap(), overdue.unwrap(), lost.unwrap());
+        let index = |id: &str| kb.index_of(id).unwrap();
+        let (grace, overdue, lost) = (index("grace"), index("overdue"), index("lost"));
         assert!(kb.overlap(grace, overdue) && kb.overlap(overdue, grace));
         assert!(!kb.overlap(grace, lost));
         assert_eq!(kb.summary().overlaps, 1);

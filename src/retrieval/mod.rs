@@ -2379,6 +2379,12 @@ mod tests {
         let with = rank(dir.path());
         assert_eq!(with.band, Band::Confident, "{with:?}");
         assert_eq!(with.top().map(|c| c.entry), without.top().map(|c| c.entry));
+
+        // A third near twin that overlaps neither is still a rival: asked back again.
+        let third = "\n[[entry]]\nid = \"fee\"\nquestion = \"信用卡晚还一天算不算逾期\"\nanswer = \"滞纳金。\"\n";
+        std::fs::write(dir.path().join("b.toml"), third).unwrap();
+        let rival = rank(dir.path());
+        assert_eq!(rival.band, Band::Uncertain, "{rival:?}");
     }
 
     fn sample() -> Vec<Entry> {
