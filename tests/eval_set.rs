@@ -53,9 +53,10 @@
 //! the end of round 48, then the next round's tuning set), the thirty-sixth,
 //! `eval/blind36-messages.tsv` (measured once at the end of round 50, then the next
 //! round's tuning set), the thirty-seventh, `eval/blind37-messages.tsv` (measured once
-//! at the end of round 52, then the next round's tuning set), and the thirty-eighth,
+//! at the end of round 52, then the next round's tuning set), the thirty-eighth,
 //! `eval/blind38-messages.tsv` (measured once at the end of round 53, then the next round's
-//! tuning set).
+//! tuning set), and the thirty-ninth, `eval/blind39-messages.tsv` (measured once at the end
+//! of round 56, then the next round's tuning set).
 
 mod common;
 
@@ -150,6 +151,7 @@ const BLIND35: &str = "eval/blind35-messages.tsv";
 const BLIND36: &str = "eval/blind36-messages.tsv";
 const BLIND37: &str = "eval/blind37-messages.tsv";
 const BLIND38: &str = "eval/blind38-messages.tsv";
+const BLIND39: &str = "eval/blind39-messages.tsv";
 
 struct Row {
     id: String,
@@ -314,8 +316,8 @@ fn tuning_sets_are_tuning_only() {
 /// (and 0), the twenty-eighth 1 (and 0), the twenty-ninth 6 (and 1), the thirtieth 0 (and 0),
 /// the thirty-first 5 (and 0), the thirty-second 4 (and 0), the thirty-third 1 (and 0),
 /// the thirty-fourth 11 (and 0), the thirty-fifth 3 (and 0), the thirty-sixth 0 (and 0),
-/// the thirty-seventh 7 (and 0), the thirty-eighth 0 (and 0).
-const IN_WRITING_ORDER: [&str; 38] = [
+/// the thirty-seventh 7 (and 0), the thirty-eighth 0 (and 0), the thirty-ninth ? (and ?).
+const IN_WRITING_ORDER: [&str; 39] = [
     MESSAGES,
     CALIBRATION,
     BLIND3,
@@ -354,6 +356,7 @@ const IN_WRITING_ORDER: [&str; 38] = [
     BLIND36,
     BLIND37,
     BLIND38,
+    BLIND39,
 ];
 
 #[test]
