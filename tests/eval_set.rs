@@ -316,7 +316,7 @@ fn tuning_sets_are_tuning_only() {
 /// (and 0), the twenty-eighth 1 (and 0), the twenty-ninth 6 (and 1), the thirtieth 0 (and 0),
 /// the thirty-first 5 (and 0), the thirty-second 4 (and 0), the thirty-third 1 (and 0),
 /// the thirty-fourth 11 (and 0), the thirty-fifth 3 (and 0), the thirty-sixth 0 (and 0),
-/// the thirty-seventh 7 (and 0), the thirty-eighth 0 (and 0), the thirty-ninth ? (and ?).
+/// the thirty-seventh 7 (and 0), the thirty-eighth 0 (and 0), the thirty-ninth 1 (and 0).
 const IN_WRITING_ORDER: [&str; 39] = [
     MESSAGES,
     CALIBRATION,
