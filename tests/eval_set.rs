@@ -55,8 +55,10 @@
 //! round's tuning set), the thirty-seventh, `eval/blind37-messages.tsv` (measured once
 //! at the end of round 52, then the next round's tuning set), the thirty-eighth,
 //! `eval/blind38-messages.tsv` (measured once at the end of round 53, then the next round's
-//! tuning set), and the thirty-ninth, `eval/blind39-messages.tsv` (measured once at the end
-//! of round 56, then the next round's tuning set).
+//! tuning set), the thirty-ninth, `eval/blind39-messages.tsv` (measured once at the end
+//! of round 56, then the next round's tuning set), and the fortieth,
+//! `eval/blind40-messages.tsv` (measured once at the end of round 57, then the next round's
+//! tuning set).
 
 mod common;
 
@@ -152,6 +154,7 @@ const BLIND36: &str = "eval/blind36-messages.tsv";
 const BLIND37: &str = "eval/blind37-messages.tsv";
 const BLIND38: &str = "eval/blind38-messages.tsv";
 const BLIND39: &str = "eval/blind39-messages.tsv";
+const BLIND40: &str = "eval/blind40-messages.tsv";
 
 struct Row {
     id: String,
@@ -316,8 +319,9 @@ fn tuning_sets_are_tuning_only() {
 /// (and 0), the twenty-eighth 1 (and 0), the twenty-ninth 6 (and 1), the thirtieth 0 (and 0),
 /// the thirty-first 5 (and 0), the thirty-second 4 (and 0), the thirty-third 1 (and 0),
 /// the thirty-fourth 11 (and 0), the thirty-fifth 3 (and 0), the thirty-sixth 0 (and 0),
-/// the thirty-seventh 7 (and 0), the thirty-eighth 0 (and 0), the thirty-ninth 1 (and 0).
-const IN_WRITING_ORDER: [&str; 39] = [
+/// the thirty-seventh 7 (and 0), the thirty-eighth 0 (and 0), the thirty-ninth 1 (and 0),
+/// the fortieth 1 (and 0).
+const IN_WRITING_ORDER: [&str; 40] = [
     MESSAGES,
     CALIBRATION,
     BLIND3,
@@ -357,6 +361,7 @@ const IN_WRITING_ORDER: [&str; 39] = [
     BLIND37,
     BLIND38,
     BLIND39,
+    BLIND40,
 ];
 
 #[test]
