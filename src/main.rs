@@ -773,8 +773,9 @@ fn ask(
                 }
             }
             say!(
-                "    raw bm25 {:.2}  on topic: {}",
+                "    raw bm25 {:.2}  cover {:.2}  on topic: {}",
                 c.bm25,
+                c.cover,
                 if let Some(n) = c.negated_by {
                     let negative = e.negative.get(n).map(String::as_str).unwrap_or("?");
                     format!("no, its negative question 「{negative}」 speaks about it (closer, or near and naming a word the entry lacks; never answered or offered)")
@@ -838,15 +839,16 @@ fn ask(
             );
         }
         let c = r.config();
-        let (confident, margin, uncertain) = match (ranking.embeddings, r.embeddings()) {
+        let (confident, margin, uncertain, cover_lead) = match (ranking.embeddings, r.embeddings())
+        {
             (DenseUse::Used, Some(d)) => {
                 let d = d.config();
-                (d.confident, d.margin, d.uncertain)
+                (d.confident, d.margin, d.uncertain, d.cover_lead)
             }
-            _ => (c.confident, c.margin, c.uncertain),
+            _ => (c.confident, c.margin, c.uncertain, c.cover_lead),
         };
         say!(
-            "(feature value (×ranking weight/×similarity weight); bands: confident ≥ {confident:.2} with a lead of {margin:.2}, uncertain ≥ {uncertain:.2})"
+            "(feature value (×ranking weight/×similarity weight); bands: confident ≥ {confident:.2} with a lead of {margin:.2}, uncertain ≥ {uncertain:.2}; the lead counts each candidate's cover × {cover_lead:.2}: the share of the message's content words its entry's questions use)",
         );
         // Why a message whose first candidate is close still falls back: the words no
         // knowledge-base question uses (a synonym or a similar question fixes that).
@@ -962,6 +964,7 @@ fn dump_messages(
                     "score": c.score,
                     "similarity": c.similarity,
                     "eligible": c.eligible(),
+                    "cover": c.cover,
                     "features": c.features,
                 })
             })
