@@ -56,9 +56,10 @@
 //! at the end of round 52, then the next round's tuning set), the thirty-eighth,
 //! `eval/blind38-messages.tsv` (measured once at the end of round 53, then the next round's
 //! tuning set), the thirty-ninth, `eval/blind39-messages.tsv` (measured once at the end
-//! of round 56, then the next round's tuning set), and the fortieth,
+//! of round 56, then the next round's tuning set), the fortieth,
 //! `eval/blind40-messages.tsv` (measured once at the end of round 57, then the next round's
-//! tuning set).
+//! tuning set), and the forty-first, `eval/blind41-messages.tsv` (measured once at the end
+//! of round 58, then the next round's tuning set).
 
 mod common;
 
@@ -155,6 +156,7 @@ const BLIND37: &str = "eval/blind37-messages.tsv";
 const BLIND38: &str = "eval/blind38-messages.tsv";
 const BLIND39: &str = "eval/blind39-messages.tsv";
 const BLIND40: &str = "eval/blind40-messages.tsv";
+const BLIND41: &str = "eval/blind41-messages.tsv";
 
 struct Row {
     id: String,
@@ -320,8 +322,8 @@ fn tuning_sets_are_tuning_only() {
 /// the thirty-first 5 (and 0), the thirty-second 4 (and 0), the thirty-third 1 (and 0),
 /// the thirty-fourth 11 (and 0), the thirty-fifth 3 (and 0), the thirty-sixth 0 (and 0),
 /// the thirty-seventh 7 (and 0), the thirty-eighth 0 (and 0), the thirty-ninth 1 (and 0),
-/// the fortieth 1 (and 0).
-const IN_WRITING_ORDER: [&str; 40] = [
+/// the fortieth 1 (and 0), the forty-first 7 (and 1).
+const IN_WRITING_ORDER: [&str; 41] = [
     MESSAGES,
     CALIBRATION,
     BLIND3,
@@ -362,6 +364,7 @@ const IN_WRITING_ORDER: [&str; 40] = [
     BLIND38,
     BLIND39,
     BLIND40,
+    BLIND41,
 ];
 
 #[test]
