@@ -848,7 +848,7 @@ fn ask(
             _ => (c.confident, c.margin, c.uncertain, c.cover_lead),
         };
         say!(
-            "(feature value (×ranking weight/×similarity weight); bands: confident ≥ {confident:.2} with a lead of {margin:.2}, uncertain ≥ {uncertain:.2}; the lead counts each candidate's cover × {cover_lead:.2}: the share of the message's content words its entry's questions use)",
+            "(feature value (×ranking weight/×similarity weight); bands: confident ≥ {confident:.2} with a lead of {margin}, uncertain ≥ {uncertain:.2}; the lead counts each candidate's cover × {cover_lead}: the share of the message's content words its entry's questions use)",
         );
         // Why a message whose first candidate is close still falls back: the words no
         // knowledge-base question uses (a synonym or a similar question fixes that).
