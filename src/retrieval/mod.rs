@@ -413,12 +413,12 @@ impl Default for RetrievalConfig {
             // 0.08 the answers were 94.7 % (even) and 93.6 % (odd) right; in steps of
             // 0.005, 0.10 and 0.105 reached 95 % in the even half only (94.4 and 94.8 %
             // odd), 0.11 in both (95.5 and 95.0 %; `docs/answer-quality.md`, round 59).
-            // Pooled, 3,322 → 3,052 answered at once, 3,127 →
-            // 2,907 right (94.1 → 95.2 %), 4,488 → 4,521 see a right entry: of the 270
-            // answers asked back, 220 were right (a list or confirmation that still
-            // holds them) and 50 wrong, 33 of which now show a right entry. On the tuning
-            // sets it costs more answers than it fixes, since their content was written
-            // from their misses; the held-out test half is in the README.
+            // Pooled, 3,322 → 3,052 answered at once, 3,127 → 2,907 right (94.1 → 95.2 %),
+            // 4,488 → 4,521 see a right entry: of the 270 answers asked back, 220 were
+            // right (a list or confirmation that still holds them) and 50 wrong, 33 of
+            // which now show a right entry. On the tuning sets it costs more answers than
+            // it fixes, since their content was written from their misses; the held-out
+            // test half is in the README.
             confident: 0.34,
             margin: 0.11,
             uncertain: 0.22,
