@@ -59,9 +59,10 @@
 //! of round 56, then the next round's tuning set), the fortieth,
 //! `eval/blind40-messages.tsv` (measured once at the end of round 57, then the next round's
 //! tuning set), the forty-first, `eval/blind41-messages.tsv` (measured once at the end
-//! of round 58, then the next round's tuning set), and the forty-second,
+//! of round 58, then the next round's tuning set), the forty-second,
 //! `eval/blind42-messages.tsv` (measured once at the end of round 59, then the next round's
-//! tuning set).
+//! tuning set), and the forty-third, `eval/blind43-messages.tsv` (measured once at the end
+//! of round 62, then the next round's tuning set).
 
 mod common;
 
@@ -160,6 +161,7 @@ const BLIND39: &str = "eval/blind39-messages.tsv";
 const BLIND40: &str = "eval/blind40-messages.tsv";
 const BLIND41: &str = "eval/blind41-messages.tsv";
 const BLIND42: &str = "eval/blind42-messages.tsv";
+const BLIND43: &str = "eval/blind43-messages.tsv";
 
 struct Row {
     id: String,
@@ -325,8 +327,9 @@ fn tuning_sets_are_tuning_only() {
 /// the thirty-first 5 (and 0), the thirty-second 4 (and 0), the thirty-third 1 (and 0),
 /// the thirty-fourth 11 (and 0), the thirty-fifth 3 (and 0), the thirty-sixth 0 (and 0),
 /// the thirty-seventh 7 (and 0), the thirty-eighth 0 (and 0), the thirty-ninth 1 (and 0),
-/// the fortieth 1 (and 0), the forty-first 7 (and 1), the forty-second 3 (and 0).
-const IN_WRITING_ORDER: [&str; 42] = [
+/// the fortieth 1 (and 0), the forty-first 7 (and 1), the forty-second 3 (and 0), the
+/// forty-third 3 (and 0).
+const IN_WRITING_ORDER: [&str; 43] = [
     MESSAGES,
     CALIBRATION,
     BLIND3,
@@ -369,6 +372,7 @@ const IN_WRITING_ORDER: [&str; 42] = [
     BLIND40,
     BLIND41,
     BLIND42,
+    BLIND43,
 ];
 
 #[test]
