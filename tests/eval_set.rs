@@ -62,9 +62,10 @@
 //! of round 58, then the next round's tuning set), the forty-second,
 //! `eval/blind42-messages.tsv` (measured once at the end of round 59, then the next round's
 //! tuning set), the forty-third, `eval/blind43-messages.tsv` (measured once at the end
-//! of round 62, then the next round's tuning set), and the forty-fourth,
+//! of round 62, then the next round's tuning set), the forty-fourth,
 //! `eval/blind44-messages.tsv` (measured once at the end of round 63, then the next round's
-//! tuning set).
+//! tuning set), and the forty-fifth, `eval/blind45-messages.tsv` (measured once at the end
+//! of round 64, then the next round's tuning set).
 
 mod common;
 
@@ -165,6 +166,7 @@ const BLIND41: &str = "eval/blind41-messages.tsv";
 const BLIND42: &str = "eval/blind42-messages.tsv";
 const BLIND43: &str = "eval/blind43-messages.tsv";
 const BLIND44: &str = "eval/blind44-messages.tsv";
+const BLIND45: &str = "eval/blind45-messages.tsv";
 
 struct Row {
     id: String,
@@ -331,8 +333,8 @@ fn tuning_sets_are_tuning_only() {
 /// the thirty-fourth 11 (and 0), the thirty-fifth 3 (and 0), the thirty-sixth 0 (and 0),
 /// the thirty-seventh 7 (and 0), the thirty-eighth 0 (and 0), the thirty-ninth 1 (and 0),
 /// the fortieth 1 (and 0), the forty-first 7 (and 1), the forty-second 3 (and 0), the
-/// forty-third 3 (and 0), the forty-fourth 3 (and 0).
-const IN_WRITING_ORDER: [&str; 44] = [
+/// forty-third 3 (and 0), the forty-fourth 3 (and 0), the forty-fifth 1 (and 0).
+const IN_WRITING_ORDER: [&str; 45] = [
     MESSAGES,
     CALIBRATION,
     BLIND3,
@@ -377,6 +379,7 @@ const IN_WRITING_ORDER: [&str; 44] = [
     BLIND42,
     BLIND43,
     BLIND44,
+    BLIND45,
 ];
 
 #[test]
