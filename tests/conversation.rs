@@ -411,10 +411,10 @@ fn a_damaged_store_is_refused_at_start_and_left_alone() {
 fn unanswered_questions_are_recorded_for_the_content_team() {
     let dir = tempfile::tempdir().unwrap();
     let e = engine(dir.path());
-    // Two wordings of one need the knowledge base has no entry for (selling physical gold
-    // bars back to the bank: wl-gold covers buying them only).
-    say(&e, "a", "金条回购怎么弄", MORNING);
-    say(&e, "b", "金条回购怎么办", MORNING);
+    // Two wordings of one need the knowledge base has no entry for (a bank draft, 银行汇票;
+    // the gold-bar buy-back used before got its own entry, wl-gold-buyback, in round 63).
+    say(&e, "a", "银行汇票怎么弄", MORNING);
+    say(&e, "b", "银行汇票怎么办", MORNING);
     say(&e, "c", "银行卡丢了怎么办", MORNING);
     let groups = kefu::report::unanswered(
         &e.store().events().unwrap(),
