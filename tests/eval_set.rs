@@ -64,8 +64,10 @@
 //! tuning set), the forty-third, `eval/blind43-messages.tsv` (measured once at the end
 //! of round 62, then the next round's tuning set), the forty-fourth,
 //! `eval/blind44-messages.tsv` (measured once at the end of round 63, then the next round's
-//! tuning set), and the forty-fifth, `eval/blind45-messages.tsv` (measured once at the end
-//! of round 64, then the next round's tuning set).
+//! tuning set), the forty-fifth, `eval/blind45-messages.tsv` (measured once at the end
+//! of round 64, then the next round's tuning set), and the forty-sixth,
+//! `eval/blind46-messages.tsv` (measured once at the end of round 65, then the next round's
+//! tuning set).
 
 mod common;
 
@@ -167,6 +169,7 @@ const BLIND42: &str = "eval/blind42-messages.tsv";
 const BLIND43: &str = "eval/blind43-messages.tsv";
 const BLIND44: &str = "eval/blind44-messages.tsv";
 const BLIND45: &str = "eval/blind45-messages.tsv";
+const BLIND46: &str = "eval/blind46-messages.tsv";
 
 struct Row {
     id: String,
@@ -333,8 +336,9 @@ fn tuning_sets_are_tuning_only() {
 /// the thirty-fourth 11 (and 0), the thirty-fifth 3 (and 0), the thirty-sixth 0 (and 0),
 /// the thirty-seventh 7 (and 0), the thirty-eighth 0 (and 0), the thirty-ninth 1 (and 0),
 /// the fortieth 1 (and 0), the forty-first 7 (and 1), the forty-second 3 (and 0), the
-/// forty-third 3 (and 0), the forty-fourth 3 (and 0), the forty-fifth 1 (and 0).
-const IN_WRITING_ORDER: [&str; 45] = [
+/// forty-third 3 (and 0), the forty-fourth 3 (and 0), the forty-fifth 1 (and 0), the
+/// forty-sixth 3 (and 0).
+const IN_WRITING_ORDER: [&str; 46] = [
     MESSAGES,
     CALIBRATION,
     BLIND3,
@@ -380,6 +384,7 @@ const IN_WRITING_ORDER: [&str; 45] = [
     BLIND43,
     BLIND44,
     BLIND45,
+    BLIND46,
 ];
 
 #[test]
